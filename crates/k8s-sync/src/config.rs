@@ -1,0 +1,131 @@
+//! The validated, immutable configuration a tier serves from. Built by [`crate::translate`] off the
+//! hot path; the data path only reads it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+
+/// The Ingress a route came from, as `namespace/name`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IngressRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl fmt::Display for IngressRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// A Service port as an Ingress names it: by number or by name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ServicePortRef {
+    Number(i32),
+    Name(String),
+}
+
+impl fmt::Display for ServicePortRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Number(n) => write!(f, "{n}"),
+            Self::Name(s) => f.write_str(s),
+        }
+    }
+}
+
+/// One backend: a Service port in a namespace. Endpoints are resolved per key.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BackendKey {
+    pub namespace: String,
+    pub service: String,
+    pub port: ServicePortRef,
+}
+
+impl fmt::Display for BackendKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}:{}", self.namespace, self.service, self.port)
+    }
+}
+
+/// How a rule's path matches a request path.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PathMatch {
+    /// The request path equals this, case-sensitively.
+    Exact(String),
+    /// Element-wise prefix. Stored without trailing slash (`/` for the root).
+    Prefix(String),
+}
+
+impl PathMatch {
+    pub fn path(&self) -> &str {
+        match self {
+            Self::Exact(p) | Self::Prefix(p) => p,
+        }
+    }
+
+    /// A host-less `/` Prefix rule: the catch-all that makes a legacy fallback.
+    pub fn is_catch_all(&self) -> bool {
+        matches!(self, Self::Prefix(p) if p == "/")
+    }
+}
+
+/// One path rule of one host (or of no host).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Route {
+    pub path: PathMatch,
+    /// `pathType: ImplementationSpecific`, which tandem serves as Prefix.
+    pub implementation_specific: bool,
+    pub backend: BackendKey,
+    pub ingress: IngressRef,
+}
+
+/// The `spec.defaultBackend` that won.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct DefaultBackend {
+    pub backend: BackendKey,
+    pub ingress: IngressRef,
+}
+
+/// Routes by host, in the order a request is matched: exact host, wildcard host, no host,
+/// default backend.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RoutingConfig {
+    /// Exact hosts, lowercased.
+    pub exact_hosts: BTreeMap<String, Vec<Route>>,
+    /// Wildcard hosts by the suffix after `*.`, lowercased (`*.example.com` → `example.com`).
+    pub wildcard_hosts: BTreeMap<String, Vec<Route>>,
+    /// Rules without host.
+    pub hostless: Vec<Route>,
+    pub default_backend: Option<DefaultBackend>,
+}
+
+impl RoutingConfig {
+    /// Every backend a route or the default backend names.
+    pub fn backends(&self) -> impl Iterator<Item = &BackendKey> {
+        self.exact_hosts
+            .values()
+            .chain(self.wildcard_hosts.values())
+            .flatten()
+            .chain(self.hostless.iter())
+            .map(|r| &r.backend)
+            .chain(self.default_backend.iter().map(|d| &d.backend))
+    }
+
+    pub fn route_count(&self) -> usize {
+        self.exact_hosts.values().map(Vec::len).sum::<usize>()
+            + self.wildcard_hosts.values().map(Vec::len).sum::<usize>()
+            + self.hostless.len()
+            + usize::from(self.default_backend.is_some())
+    }
+}
+
+/// Ready endpoints per backend. Churns far more often than routes, so it is published apart.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EndpointSet(pub BTreeMap<BackendKey, Vec<SocketAddr>>);
+
+impl EndpointSet {
+    pub fn get(&self, key: &BackendKey) -> &[SocketAddr] {
+        self.0.get(key).map(Vec::as_slice).unwrap_or(&[])
+    }
+}

@@ -1,0 +1,24 @@
+//! The one shared watcher of tandem.
+//!
+//! Data flows one way: a **source** (manifest directory today, the Kubernetes API later) keeps a
+//! [`Snapshot`] of typed objects; [`translate`] turns a snapshot plus the tier's settings into an
+//! immutable [`Translation`] (routes, endpoints and the problems found); a [`ConfigSink`] publishes
+//! it to the data path with one atomic swap.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod manifest;
+pub mod object;
+pub mod problem;
+pub mod sync;
+pub mod translate;
+
+pub use config::{
+    BackendKey, DefaultBackend, EndpointSet, IngressRef, PathMatch, Route, RoutingConfig,
+    ServicePortRef,
+};
+pub use manifest::{FileProblem, ManifestDir};
+pub use object::{Object, ObjectKey, Snapshot};
+pub use problem::{Problem, ProblemReason};
+pub use sync::{ConfigSink, run_manifest_sync};
+pub use translate::{TierSettings, Translation, translate};

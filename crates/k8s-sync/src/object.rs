@@ -1,0 +1,263 @@
+//! The object kinds tandem reads, and the snapshot of them a source keeps.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Endpoints, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde_json::Value;
+
+/// `namespace/name`; cluster-scoped objects have an empty namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ObjectKey {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.namespace.is_empty() {
+            f.write_str(&self.name)
+        } else {
+            write!(f, "{}/{}", self.namespace, self.name)
+        }
+    }
+}
+
+/// One object of a kind tandem uses.
+#[derive(Clone, Debug)]
+pub enum Object {
+    Ingress(Box<Ingress>),
+    IngressClass(Box<IngressClass>),
+    Service(Box<Service>),
+    EndpointSlice(Box<EndpointSlice>),
+    Endpoints(Box<Endpoints>),
+    Secret(Box<Secret>),
+}
+
+/// Why a document could not be read as an object.
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectError {
+    #[error("document has no `kind`")]
+    MissingKind,
+    #[error("document has no `apiVersion`")]
+    MissingApiVersion,
+    #[error("{kind} {api_version}: {source}")]
+    Invalid {
+        kind: String,
+        api_version: String,
+        source: serde_json::Error,
+    },
+    #[error("{kind} has no metadata.name")]
+    MissingName { kind: String },
+}
+
+impl Object {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Ingress(_) => "Ingress",
+            Self::IngressClass(_) => "IngressClass",
+            Self::Service(_) => "Service",
+            Self::EndpointSlice(_) => "EndpointSlice",
+            Self::Endpoints(_) => "Endpoints",
+            Self::Secret(_) => "Secret",
+        }
+    }
+
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        match self {
+            Self::Ingress(o) => &mut o.metadata,
+            Self::IngressClass(o) => &mut o.metadata,
+            Self::Service(o) => &mut o.metadata,
+            Self::EndpointSlice(o) => &mut o.metadata,
+            Self::Endpoints(o) => &mut o.metadata,
+            Self::Secret(o) => &mut o.metadata,
+        }
+    }
+
+    pub fn meta(&self) -> &ObjectMeta {
+        match self {
+            Self::Ingress(o) => &o.metadata,
+            Self::IngressClass(o) => &o.metadata,
+            Self::Service(o) => &o.metadata,
+            Self::EndpointSlice(o) => &o.metadata,
+            Self::Endpoints(o) => &o.metadata,
+            Self::Secret(o) => &o.metadata,
+        }
+    }
+
+    pub fn key(&self) -> ObjectKey {
+        let m = self.meta();
+        ObjectKey::new(
+            m.namespace.clone().unwrap_or_default(),
+            m.name.clone().unwrap_or_default(),
+        )
+    }
+
+    /// Reads one manifest document. `Ok(vec![])` for kinds tandem does not use; a `List`
+    /// yields its items. Namespaced objects without a namespace get `default`, as
+    /// `kubectl apply` would give them in the default context.
+    pub fn from_manifest(doc: Value) -> Result<Vec<Object>, ObjectError> {
+        let kind = doc
+            .get("kind")
+            .and_then(Value::as_str)
+            .ok_or(ObjectError::MissingKind)?
+            .to_owned();
+        let api_version = doc
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .ok_or(ObjectError::MissingApiVersion)?
+            .to_owned();
+        if kind == "List" || kind.ends_with("List") && api_version == "v1" {
+            let items = match doc.get("items") {
+                Some(Value::Array(items)) => items.clone(),
+                _ => Vec::new(),
+            };
+            let mut out = Vec::new();
+            for item in items {
+                out.extend(Self::from_manifest(item)?);
+            }
+            return Ok(out);
+        }
+        let invalid = |source| ObjectError::Invalid {
+            kind: kind.clone(),
+            api_version: api_version.clone(),
+            source,
+        };
+        let mut obj = match (api_version.as_str(), kind.as_str()) {
+            ("networking.k8s.io/v1", "Ingress") => {
+                Object::Ingress(serde_json::from_value(doc).map_err(invalid)?)
+            }
+            ("networking.k8s.io/v1", "IngressClass") => {
+                Object::IngressClass(serde_json::from_value(doc).map_err(invalid)?)
+            }
+            ("v1", "Service") => Object::Service(serde_json::from_value(doc).map_err(invalid)?),
+            ("discovery.k8s.io/v1", "EndpointSlice") => {
+                Object::EndpointSlice(serde_json::from_value(doc).map_err(invalid)?)
+            }
+            ("v1", "Endpoints") => Object::Endpoints(serde_json::from_value(doc).map_err(invalid)?),
+            ("v1", "Secret") => Object::Secret(serde_json::from_value(doc).map_err(invalid)?),
+            _ => return Ok(Vec::new()),
+        };
+        if obj.meta().name.as_deref().unwrap_or("").is_empty() {
+            return Err(ObjectError::MissingName { kind });
+        }
+        let cluster_scoped = matches!(obj, Object::IngressClass(_));
+        let meta = obj.meta_mut();
+        if cluster_scoped {
+            meta.namespace = None;
+        } else if meta.namespace.as_deref().unwrap_or("").is_empty() {
+            meta.namespace = Some("default".to_owned());
+        }
+        Ok(vec![obj])
+    }
+}
+
+/// Every object a source knows, by kind and key. Cheap to clone per kind only by rebuilding;
+/// sources hand out `Arc<Snapshot>`.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub ingresses: BTreeMap<ObjectKey, Ingress>,
+    pub ingress_classes: BTreeMap<ObjectKey, IngressClass>,
+    pub services: BTreeMap<ObjectKey, Service>,
+    pub endpoint_slices: BTreeMap<ObjectKey, EndpointSlice>,
+    pub endpoints: BTreeMap<ObjectKey, Endpoints>,
+    pub secrets: BTreeMap<ObjectKey, Secret>,
+}
+
+impl Snapshot {
+    /// Adds an object; returns `false` (and keeps the existing one) when the key is taken.
+    pub fn insert(&mut self, obj: Object) -> bool {
+        let key = obj.key();
+        fn put<T>(map: &mut BTreeMap<ObjectKey, T>, key: ObjectKey, v: T) -> bool {
+            match map.entry(key) {
+                std::collections::btree_map::Entry::Occupied(_) => false,
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(v);
+                    true
+                }
+            }
+        }
+        match obj {
+            Object::Ingress(o) => put(&mut self.ingresses, key, *o),
+            Object::IngressClass(o) => put(&mut self.ingress_classes, key, *o),
+            Object::Service(o) => put(&mut self.services, key, *o),
+            Object::EndpointSlice(o) => put(&mut self.endpoint_slices, key, *o),
+            Object::Endpoints(o) => put(&mut self.endpoints, key, *o),
+            Object::Secret(o) => put(&mut self.secrets, key, *o),
+        }
+    }
+
+    /// Object counts by kind, for logs and metrics.
+    pub fn counts(&self) -> [(&'static str, usize); 6] {
+        [
+            ("Ingress", self.ingresses.len()),
+            ("IngressClass", self.ingress_classes.len()),
+            ("Service", self.services.len()),
+            ("EndpointSlice", self.endpoint_slices.len()),
+            ("Endpoints", self.endpoints.len()),
+            ("Secret", self.secrets.len()),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn defaults_namespace_and_ignores_other_kinds() {
+        let objs = Object::from_manifest(json!({
+            "apiVersion": "v1", "kind": "Service", "metadata": {"name": "a"},
+            "spec": {"ports": [{"port": 80}]}
+        }))
+        .unwrap();
+        assert_eq!(objs[0].key(), ObjectKey::new("default", "a"));
+        let none = Object::from_manifest(json!({
+            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "a"}
+        }))
+        .unwrap();
+        assert!(none.is_empty());
+    }
+
+    #[test]
+    fn ingress_class_is_cluster_scoped() {
+        let objs = Object::from_manifest(json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+            "metadata": {"name": "c", "namespace": "x"}, "spec": {"controller": "a/b"}
+        }))
+        .unwrap();
+        assert_eq!(objs[0].key(), ObjectKey::new("", "c"));
+    }
+
+    #[test]
+    fn list_yields_items_and_errors_name_the_problem() {
+        let objs = Object::from_manifest(json!({
+            "apiVersion": "v1", "kind": "List", "items": [
+                {"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "e", "namespace": "n"}}
+            ]
+        }))
+        .unwrap();
+        assert_eq!(objs.len(), 1);
+        assert!(matches!(
+            Object::from_manifest(json!({"apiVersion": "v1"})),
+            Err(ObjectError::MissingKind)
+        ));
+        let err = Object::from_manifest(json!({
+            "apiVersion": "v1", "kind": "Service", "metadata": {"name": "a"}, "spec": {"ports": "x"}
+        }))
+        .unwrap_err();
+        assert!(err.to_string().contains("Service"), "{err}");
+    }
+}

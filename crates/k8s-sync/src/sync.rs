@@ -1,0 +1,129 @@
+//! Drives a source: on every change, translate and hand the result to the tier's sink.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use notify::Watcher;
+use tokio::sync::mpsc;
+
+use crate::manifest::ManifestDir;
+use crate::problem::Problem;
+use crate::translate::{TierSettings, Translation, translate};
+
+/// Where a tier publishes each new translation (one atomic swap, off the hot path).
+pub trait ConfigSink: Send + Sync + 'static {
+    /// Called with every translation that differs from the last; the first call means the
+    /// first full load of the source is published.
+    fn apply(&self, translation: Translation);
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("cannot read manifest directory {dir}: {source}")]
+    Read {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot watch manifest directory {dir}: {source}")]
+    Watch { dir: PathBuf, source: notify::Error },
+}
+
+/// Events are coalesced for this long, so an editor's write-rename-chmod is one rebuild.
+const DEBOUNCE: Duration = Duration::from_millis(50);
+/// Rescan even without a file event: catches what inotify misses (e.g. some volume mounts).
+const POLL: Duration = Duration::from_millis(1000);
+
+/// Watches a manifest directory until the task is dropped. Fails only if the directory cannot be
+/// read at start; later read errors are logged and the last good config keeps serving.
+pub async fn run_manifest_sync(
+    dir: PathBuf,
+    settings: TierSettings,
+    sink: Arc<dyn ConfigSink>,
+) -> Result<(), SyncError> {
+    let (tx, mut rx) = mpsc::channel::<()>(1);
+    let mut watcher = notify::recommended_watcher(move |_res| {
+        // A full channel already means "rescan soon".
+        let _ = tx.try_send(());
+    })
+    .map_err(|source| SyncError::Watch {
+        dir: dir.clone(),
+        source,
+    })?;
+    watcher
+        .watch(&dir, notify::RecursiveMode::Recursive)
+        .map_err(|source| SyncError::Watch {
+            dir: dir.clone(),
+            source,
+        })?;
+
+    let mut source = ManifestDir::new(dir.clone());
+    let mut reported: BTreeSet<Problem> = BTreeSet::new();
+    let mut first = true;
+    loop {
+        let started = Instant::now();
+        match source.rescan() {
+            Ok(rescan) => {
+                for p in &rescan.new_problems {
+                    tracing::warn!(
+                        file = %p.file.display(),
+                        document = p.document,
+                        reason = %p.reason,
+                        "manifest file rejected; its last good objects stay in force"
+                    );
+                }
+                if rescan.changed || first {
+                    let (snapshot, duplicates) = source.snapshot();
+                    for d in &duplicates {
+                        tracing::warn!(file = %d.file.display(), reason = %d.reason, "duplicate object");
+                    }
+                    let translation = translate(&snapshot, &settings);
+                    report_problems(&mut reported, &translation.problems);
+                    tracing::info!(
+                        routes = translation.routes.route_count(),
+                        backends = translation.endpoints.0.len(),
+                        problems = translation.problems.len(),
+                        ingresses = snapshot.ingresses.len(),
+                        took_us = started.elapsed().as_micros() as u64,
+                        "config rebuilt"
+                    );
+                    sink.apply(translation);
+                    first = false;
+                }
+            }
+            Err(source_err) if first => {
+                return Err(SyncError::Read {
+                    dir,
+                    source: source_err,
+                });
+            }
+            Err(e) => {
+                tracing::error!(dir = %dir.display(), error = %e, "manifest directory unreadable; keeping last good config");
+            }
+        }
+        // Wait for an event or the poll tick, then let a burst settle.
+        let _ = tokio::time::timeout(POLL, rx.recv()).await;
+        tokio::time::sleep(DEBOUNCE).await;
+        while rx.try_recv().is_ok() {}
+    }
+}
+
+/// Logs problems that are new since the last translation, and those that went away.
+fn report_problems(reported: &mut BTreeSet<Problem>, current: &[Problem]) {
+    let now: BTreeSet<Problem> = current.iter().cloned().collect();
+    for p in now.difference(reported) {
+        tracing::warn!(
+            kind = p.kind,
+            namespace = %p.namespace,
+            name = %p.name,
+            reason = p.reason.as_str(),
+            detail = %p.detail,
+            "object rejected"
+        );
+    }
+    for p in reported.difference(&now) {
+        tracing::info!(kind = p.kind, namespace = %p.namespace, name = %p.name, reason = p.reason.as_str(), "problem resolved");
+    }
+    *reported = now;
+}

@@ -1,0 +1,347 @@
+use super::*;
+use crate::object::Object;
+use serde_json::{Value, json};
+
+fn snap(docs: Vec<Value>) -> Snapshot {
+    let mut s = Snapshot::default();
+    for d in docs {
+        for o in Object::from_manifest(d).unwrap() {
+            assert!(s.insert(o));
+        }
+    }
+    s
+}
+
+fn settings() -> TierSettings {
+    TierSettings {
+        class: "tandem-router".into(),
+        watch_without_class: false,
+    }
+}
+
+fn ingress(name: &str, class: Option<&str>, created: Option<&str>, spec: Value) -> Value {
+    let mut spec = spec;
+    if let Some(c) = class {
+        spec["ingressClassName"] = json!(c);
+    }
+    let mut meta = json!({"name": name, "namespace": "default"});
+    if let Some(t) = created {
+        meta["creationTimestamp"] = json!(t);
+    }
+    json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": meta, "spec": spec})
+}
+
+fn rule(host: Option<&str>, path: &str, path_type: &str, svc: &str, port: Value) -> Value {
+    let mut r = json!({"http": {"paths": [{"path": path, "pathType": path_type,
+        "backend": {"service": {"name": svc, "port": port}}}]}});
+    if let Some(h) = host {
+        r["host"] = json!(h);
+    }
+    r
+}
+
+fn service(name: &str, ports: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "default"},
+        "spec": {"ports": ports}})
+}
+
+fn key(svc: &str, port: ServicePortRef) -> BackendKey {
+    BackendKey {
+        namespace: "default".into(),
+        service: svc.into(),
+        port,
+    }
+}
+
+#[test]
+fn filters_by_class_name_annotation_and_default_class() {
+    let r = json!({"rules": [rule(None, "/", "Prefix", "s", json!({"number": 80}))]});
+    let mut legacy = ingress("legacy", None, None, r.clone());
+    legacy["metadata"]["annotations"] = json!({"kubernetes.io/ingress.class": "tandem-router"});
+    let docs = vec![
+        ingress("mine", Some("tandem-router"), None, r.clone()),
+        ingress("other", Some("nginx"), None, r.clone()),
+        ingress("unclassed", None, None, r.clone()),
+        legacy,
+    ];
+    let t = translate(&snap(docs.clone()), &settings());
+    let served: BTreeSet<_> = t
+        .routes
+        .hostless
+        .iter()
+        .map(|r| r.ingress.name.clone())
+        .collect();
+    // "mine" and "legacy" both claim host-less "/": the first by name wins, the other conflicts.
+    assert_eq!(served.len(), 1);
+    assert!(
+        t.problems
+            .iter()
+            .any(|p| p.reason == ProblemReason::PathConflict)
+    );
+    assert!(
+        !t.problems
+            .iter()
+            .any(|p| p.name == "other" || p.name == "unclassed")
+    );
+
+    // Unclassed Ingresses are served when our IngressClass is the default.
+    let mut docs2 = vec![ingress("unclassed", None, None, r.clone())];
+    docs2.push(json!({"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+        "metadata": {"name": "tandem-router", "annotations": {"ingressclass.kubernetes.io/is-default-class": "true"}},
+        "spec": {"controller": "tandem.dev/router"}}));
+    let t = translate(&snap(docs2), &settings());
+    assert_eq!(t.routes.hostless.len(), 1);
+
+    let t = translate(
+        &snap(vec![ingress("unclassed", None, None, r)]),
+        &TierSettings {
+            watch_without_class: true,
+            ..settings()
+        },
+    );
+    assert_eq!(t.routes.hostless.len(), 1);
+}
+
+#[test]
+fn hosts_are_lowercased_and_wildcards_keyed_by_suffix() {
+    let docs = vec![ingress(
+        "a",
+        Some("tandem-router"),
+        None,
+        json!({"rules": [
+            rule(Some("Foo.Example.COM"), "/", "Prefix", "s", json!({"number": 80})),
+            rule(Some("*.example.com"), "/", "Prefix", "s", json!({"number": 80})),
+            rule(Some("bad_host!"), "/", "Prefix", "s", json!({"number": 80})),
+            rule(Some("a.*.example.com"), "/", "Prefix", "s", json!({"number": 80})),
+        ]}),
+    )];
+    let t = translate(&snap(docs), &settings());
+    assert!(t.routes.exact_hosts.contains_key("foo.example.com"));
+    assert!(t.routes.wildcard_hosts.contains_key("example.com"));
+    let bad: Vec<_> = t
+        .problems
+        .iter()
+        .filter(|p| p.reason == ProblemReason::InvalidHost)
+        .collect();
+    assert_eq!(bad.len(), 2, "{bad:?}");
+}
+
+#[test]
+fn paths_are_validated_and_prefixes_normalized() {
+    let docs = vec![ingress(
+        "a",
+        Some("tandem-router"),
+        None,
+        json!({"rules": [{"http": {"paths": [
+            {"path": "/foo/", "pathType": "Prefix", "backend": {"service": {"name": "s", "port": {"number": 80}}}},
+            {"path": "/foo/", "pathType": "Exact", "backend": {"service": {"name": "s", "port": {"number": 80}}}},
+            {"path": "/impl", "pathType": "ImplementationSpecific", "backend": {"service": {"name": "s", "port": {"number": 80}}}},
+            {"path": "nope", "pathType": "Prefix", "backend": {"service": {"name": "s", "port": {"number": 80}}}},
+            {"path": "/x", "pathType": "Regex", "backend": {"service": {"name": "s", "port": {"number": 80}}}},
+            {"path": "/r", "pathType": "Prefix", "backend": {"resource": {"kind": "Bucket", "name": "b"}}},
+            {"path": "/np", "pathType": "Prefix", "backend": {"service": {"name": "s"}}},
+        ]}}]}),
+    )];
+    let t = translate(&snap(docs), &settings());
+    let paths: Vec<_> = t.routes.hostless.iter().map(|r| r.path.clone()).collect();
+    assert_eq!(
+        paths,
+        vec![
+            PathMatch::Prefix("/foo".into()),
+            PathMatch::Exact("/foo/".into()),
+            PathMatch::Prefix("/impl".into())
+        ]
+    );
+    assert!(t.routes.hostless[2].implementation_specific);
+    let reasons: BTreeSet<_> = t.problems.iter().map(|p| p.reason).collect();
+    for r in [
+        ProblemReason::InvalidPath,
+        ProblemReason::InvalidPathType,
+        ProblemReason::ResourceBackend,
+        ProblemReason::InvalidBackend,
+        ProblemReason::ServiceNotFound,
+    ] {
+        assert!(reasons.contains(&r), "missing {r:?} in {:?}", t.problems);
+    }
+}
+
+#[test]
+fn oldest_ingress_wins_conflicts_and_others_merge() {
+    let newer = ingress(
+        "a-newer",
+        Some("tandem-router"),
+        Some("2026-02-01T00:00:00Z"),
+        json!({"rules": [
+            rule(Some("h.example"), "/api", "Prefix", "new", json!({"number": 80})),
+            rule(Some("h.example"), "/extra", "Prefix", "new", json!({"number": 80})),
+        ]}),
+    );
+    let older = ingress(
+        "z-older",
+        Some("tandem-router"),
+        Some("2026-01-01T00:00:00Z"),
+        json!({"rules": [rule(Some("h.example"), "/api/", "Prefix", "old", json!({"number": 80}))]}),
+    );
+    let t = translate(&snap(vec![newer, older]), &settings());
+    let routes = &t.routes.exact_hosts["h.example"];
+    assert_eq!(routes.len(), 2);
+    let api = routes.iter().find(|r| r.path.path() == "/api").unwrap();
+    assert_eq!(api.ingress.name, "z-older");
+    let conflict: Vec<_> = t
+        .problems
+        .iter()
+        .filter(|p| p.reason == ProblemReason::PathConflict)
+        .collect();
+    assert_eq!(conflict.len(), 1);
+    assert_eq!(conflict[0].name, "a-newer");
+    assert!(conflict[0].detail.contains("default/z-older"));
+}
+
+#[test]
+fn default_backend_oldest_wins() {
+    let db =
+        |svc: &str| json!({"defaultBackend": {"service": {"name": svc, "port": {"number": 80}}}});
+    let docs = vec![
+        ingress(
+            "b",
+            Some("tandem-router"),
+            Some("2026-01-02T00:00:00Z"),
+            db("two"),
+        ),
+        ingress(
+            "a",
+            Some("tandem-router"),
+            Some("2026-01-03T00:00:00Z"),
+            db("three"),
+        ),
+        ingress(
+            "c",
+            Some("tandem-router"),
+            Some("2026-01-01T00:00:00Z"),
+            db("one"),
+        ),
+    ];
+    let t = translate(&snap(docs), &settings());
+    assert_eq!(
+        t.routes.default_backend.as_ref().unwrap().backend.service,
+        "one"
+    );
+    assert_eq!(
+        t.problems
+            .iter()
+            .filter(|p| p.reason == ProblemReason::DefaultBackendConflict)
+            .count(),
+        2
+    );
+}
+
+#[test]
+fn resolves_named_and_numbered_ports_through_endpoint_slices() {
+    let docs = vec![
+        ingress(
+            "a",
+            Some("tandem-router"),
+            None,
+            json!({"rules": [
+                rule(None, "/named", "Prefix", "svc", json!({"name": "api"})),
+                rule(None, "/number", "Prefix", "svc", json!({"number": 81})),
+                rule(None, "/missing-port", "Prefix", "svc", json!({"number": 99})),
+            ]}),
+        ),
+        service(
+            "svc",
+            json!([{"name": "api", "port": 80, "targetPort": 8080}, {"name": "admin", "port": 81}]),
+        ),
+        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "svc-1", "namespace": "default", "labels": {"kubernetes.io/service-name": "svc"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "api", "port": 8080}, {"name": "admin", "port": 9090}],
+        "endpoints": [
+            {"addresses": ["10.0.0.1"], "conditions": {"ready": true}},
+            {"addresses": ["10.0.0.2"]},
+            {"addresses": ["10.0.0.3"], "conditions": {"ready": false}}
+        ]}),
+    ];
+    let t = translate(&snap(docs), &settings());
+    let api = t
+        .endpoints
+        .get(&key("svc", ServicePortRef::Name("api".into())));
+    assert_eq!(
+        api,
+        &[
+            "10.0.0.1:8080".parse().unwrap(),
+            "10.0.0.2:8080".parse().unwrap()
+        ][..]
+    );
+    let admin = t.endpoints.get(&key("svc", ServicePortRef::Number(81)));
+    assert_eq!(
+        admin,
+        &[
+            "10.0.0.1:9090".parse().unwrap(),
+            "10.0.0.2:9090".parse().unwrap()
+        ][..]
+    );
+    assert!(
+        t.endpoints
+            .get(&key("svc", ServicePortRef::Number(99)))
+            .is_empty()
+    );
+    assert!(
+        t.problems
+            .iter()
+            .any(|p| p.reason == ProblemReason::ServicePortNotFound)
+    );
+    // The route of a broken backend stays (it answers 503 rather than falling through).
+    assert_eq!(t.routes.hostless.len(), 3);
+}
+
+#[test]
+fn selector_less_service_uses_hand_written_endpoints() {
+    let docs = vec![
+        ingress(
+            "legacy-fallback",
+            Some("tandem-router"),
+            None,
+            json!({"rules": [rule(None, "/", "Prefix", "legacy", json!({"name": "http"}))]}),
+        ),
+        service(
+            "legacy",
+            json!([{"name": "http", "port": 80, "targetPort": 8080}]),
+        ),
+        json!({"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "legacy", "namespace": "default"},
+            "subsets": [{"addresses": [{"ip": "10.34.145.199"}, {"ip": "10.34.145.200"}],
+                         "notReadyAddresses": [{"ip": "10.34.145.201"}],
+                         "ports": [{"name": "http", "port": 8080}]}]}),
+    ];
+    let t = translate(&snap(docs), &settings());
+    let eps = t
+        .endpoints
+        .get(&key("legacy", ServicePortRef::Name("http".into())));
+    assert_eq!(eps.len(), 2);
+    assert!(t.routes.hostless[0].path.is_catch_all());
+    assert!(t.problems.is_empty(), "{:?}", t.problems);
+}
+
+#[test]
+fn translation_is_deterministic() {
+    let docs = vec![
+        ingress(
+            "x",
+            Some("tandem-router"),
+            None,
+            json!({"rules": [rule(Some("a.example"), "/", "Prefix", "s", json!({"number": 80}))]}),
+        ),
+        ingress(
+            "y",
+            Some("tandem-router"),
+            None,
+            json!({"rules": [rule(Some("a.example"), "/", "Prefix", "t", json!({"number": 80}))]}),
+        ),
+    ];
+    let s = snap(docs);
+    let a = translate(&s, &settings());
+    let b = translate(&s, &settings());
+    assert_eq!(a.routes, b.routes);
+    assert_eq!(a.problems, b.problems);
+    assert_eq!(a.routes.exact_hosts["a.example"][0].ingress.name, "x");
+}

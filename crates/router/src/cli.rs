@@ -1,0 +1,95 @@
+//! Flags and process set-up shared by the tier binaries.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+use crate::forwarded::TrustedProxies;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line (production).
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
+fn duration(s: &str) -> Result<Duration, humantime::DurationError> {
+    humantime::parse_duration(s)
+}
+
+/// Flags every tier has.
+#[derive(Args, Clone, Debug)]
+pub struct CommonArgs {
+    /// Directory of Kubernetes manifests (multi-document YAML/JSON) to serve from, re-read on
+    /// change. Required until the Kubernetes API source lands.
+    #[arg(long, value_name = "DIR", env = "TANDEM_MANIFESTS")]
+    pub manifests: PathBuf,
+
+    /// Address of the admin listener: /healthz and /readyz.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:10254")]
+    pub admin_listen: String,
+
+    /// Serve Ingresses with no class too, even if our IngressClass is not the cluster default
+    /// (annotation ingressclass.kubernetes.io/is-default-class: "true").
+    #[arg(long)]
+    pub watch_ingress_without_class: bool,
+
+    /// Comma-separated CIDRs (or addresses) whose X-Forwarded-*/Forwarded headers are trusted,
+    /// normally the edge tier's pod network. From anyone else they are replaced.
+    #[arg(long, value_name = "CIDRS", default_value = "")]
+    pub trusted_proxies: TrustedProxies,
+
+    /// Timeout for connecting to a backend endpoint; on expiry another endpoint is tried.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = duration)]
+    pub connect_timeout: Duration,
+
+    /// Timeout for each read from a backend (a response that stalls this long fails with 504).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration)]
+    pub upstream_read_timeout: Duration,
+
+    /// Timeout for each write to a backend.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration)]
+    pub upstream_write_timeout: Duration,
+
+    /// How long an idle keep-alive connection to a backend stays in the pool.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration)]
+    pub upstream_keepalive_timeout: Duration,
+
+    /// After SIGTERM, /readyz fails at once but listeners keep accepting this long, so load
+    /// balancers and kube-proxy stop sending before connections are refused.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = duration)]
+    pub shutdown_delay: Duration,
+
+    /// After the shutdown delay, how long in-flight requests get to finish.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration)]
+    pub shutdown_grace: Duration,
+
+    /// Worker threads of the data path (default: number of CPUs).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+
+    /// Log format.
+    #[arg(long, value_enum, default_value = "json")]
+    pub log_format: LogFormat,
+}
+
+/// Installs the tracing subscriber (RUST_LOG filters; default `info`).
+pub fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout);
+    match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .init(),
+    }
+}

@@ -1,0 +1,247 @@
+//! Forwarded headers: which clients may vouch for an earlier hop, and what the next hop is told.
+//!
+//! Only a TCP peer inside `--trusted-proxies` (the edge tier) has its `X-Forwarded-*` and
+//! `Forwarded` headers kept and extended; from anyone else they are replaced, so a client cannot
+//! forge its address.
+
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use ipnet::IpNet;
+use pingora_http::RequestHeader;
+
+/// CIDRs whose forwarded headers are believed.
+#[derive(Clone, Debug, Default)]
+pub struct TrustedProxies(Vec<IpNet>);
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid trusted proxy {0:?}: expected an address or CIDR such as 10.0.0.0/8")]
+pub struct InvalidCidr(String);
+
+impl FromStr for TrustedProxies {
+    type Err = InvalidCidr;
+    /// Comma-separated addresses or CIDRs; empty means nobody is trusted.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut nets = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let net = part
+                .parse::<IpNet>()
+                .or_else(|_| part.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| InvalidCidr(part.to_owned()))?;
+            nets.push(net);
+        }
+        Ok(Self(nets))
+    }
+}
+
+impl TrustedProxies {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.0.iter().any(|n| n.contains(&ip))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// `::ffff:1.2.3.4` → `1.2.3.4`, so v4 CIDRs match on dual-stack sockets.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// What the proxy knows of the connection a request came in on.
+#[derive(Clone, Copy, Debug)]
+pub struct Hop {
+    pub peer: IpAddr,
+    /// `http` or `https`.
+    pub scheme: &'static str,
+    pub port: u16,
+}
+
+pub const X_FORWARDED_FOR: &str = "x-forwarded-for";
+pub const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
+pub const X_FORWARDED_HOST: &str = "x-forwarded-host";
+pub const X_FORWARDED_PORT: &str = "x-forwarded-port";
+pub const X_REAL_IP: &str = "x-real-ip";
+pub const FORWARDED: &str = "forwarded";
+
+fn joined(req: &RequestHeader, name: &str) -> Option<String> {
+    let mut out: Option<String> = None;
+    for v in req.headers.get_all(name) {
+        let v = v.to_str().ok()?.trim();
+        if v.is_empty() {
+            continue;
+        }
+        match &mut out {
+            Some(s) => {
+                s.push_str(", ");
+                s.push_str(v);
+            }
+            None => out = Some(v.to_owned()),
+        }
+    }
+    out
+}
+
+/// The client address as this tier sees it: from the right of the `X-Forwarded-For` chain, the
+/// first address not in the trusted set (or the TCP peer when it is not trusted).
+pub fn client_ip(req: &RequestHeader, peer: IpAddr, trusted: &TrustedProxies) -> IpAddr {
+    if !trusted.contains(peer) {
+        return peer;
+    }
+    let mut client = peer;
+    for v in req.headers.get_all(X_FORWARDED_FOR) {
+        let Ok(v) = v.to_str() else { return peer };
+        for part in v.split(',').rev() {
+            match part.trim().parse::<IpAddr>() {
+                Ok(ip) => {
+                    client = ip;
+                    if !trusted.contains(ip) {
+                        return ip;
+                    }
+                }
+                Err(_) => return client,
+            }
+        }
+    }
+    client
+}
+
+/// Rewrites the forwarded headers of a request about to go upstream. Returns the client address
+/// after trusted-proxy handling.
+pub fn apply(req: &mut RequestHeader, hop: Hop, trusted: &TrustedProxies) -> IpAddr {
+    let trusted_peer = trusted.contains(hop.peer);
+    let client = client_ip(req, hop.peer, trusted);
+    let peer = canonical(hop.peer);
+
+    let xff = match joined(req, X_FORWARDED_FOR).filter(|_| trusted_peer) {
+        Some(prev) => format!("{prev}, {peer}"),
+        None => peer.to_string(),
+    };
+    let host = req
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri.authority().map(|a| a.as_str().to_owned()));
+
+    let keep = |req: &RequestHeader, name: &str| trusted_peer && req.headers.contains_key(name);
+    let set = |req: &mut RequestHeader, name: &'static str, v: String| {
+        // Values come from parsed addresses, numbers or an already valid Host header.
+        let _ = req.insert_header(name, v);
+    };
+    set(req, X_FORWARDED_FOR, xff);
+    if !keep(req, X_FORWARDED_PROTO) {
+        set(req, X_FORWARDED_PROTO, hop.scheme.to_owned());
+    }
+    if !keep(req, X_FORWARDED_HOST) {
+        match &host {
+            Some(h) => set(req, X_FORWARDED_HOST, h.clone()),
+            None => {
+                req.remove_header(X_FORWARDED_HOST);
+            }
+        }
+    }
+    if !keep(req, X_FORWARDED_PORT) {
+        set(req, X_FORWARDED_PORT, hop.port.to_string());
+    }
+    set(req, X_REAL_IP, client.to_string());
+
+    // RFC 7239: one element per hop.
+    let node = match peer {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    };
+    let mut element = format!("for={node};proto={}", hop.scheme);
+    if let Some(h) = host
+        .as_deref()
+        .filter(|h| h.bytes().all(|b| b.is_ascii_graphic()))
+    {
+        element.push_str(&format!(";host=\"{h}\""));
+    }
+    let forwarded = match joined(req, FORWARDED).filter(|_| trusted_peer) {
+        Some(prev) => format!("{prev}, {element}"),
+        None => element,
+    };
+    set(req, FORWARDED, forwarded);
+    client
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(headers: &[(&'static str, &str)]) -> RequestHeader {
+        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+        for (k, v) in headers {
+            r.append_header(*k, *v).unwrap();
+        }
+        r
+    }
+
+    fn hop(peer: &str) -> Hop {
+        Hop {
+            peer: peer.parse().unwrap(),
+            scheme: "http",
+            port: 8080,
+        }
+    }
+
+    fn get<'a>(r: &'a RequestHeader, k: &str) -> &'a str {
+        r.headers.get(k).unwrap().to_str().unwrap()
+    }
+
+    #[test]
+    fn untrusted_peer_replaces_everything() {
+        let trusted: TrustedProxies = "10.0.0.0/8".parse().unwrap();
+        let mut r = req(&[
+            ("host", "example.com"),
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil"),
+            ("forwarded", "for=6.6.6.6"),
+        ]);
+        let client = apply(&mut r, hop("192.0.2.1"), &trusted);
+        assert_eq!(client.to_string(), "192.0.2.1");
+        assert_eq!(get(&r, X_FORWARDED_FOR), "192.0.2.1");
+        assert_eq!(get(&r, X_FORWARDED_PROTO), "http");
+        assert_eq!(get(&r, X_FORWARDED_HOST), "example.com");
+        assert_eq!(get(&r, X_FORWARDED_PORT), "8080");
+        assert_eq!(get(&r, X_REAL_IP), "192.0.2.1");
+        assert_eq!(
+            get(&r, FORWARDED),
+            "for=192.0.2.1;proto=http;host=\"example.com\""
+        );
+    }
+
+    #[test]
+    fn trusted_peer_is_extended() {
+        let trusted: TrustedProxies = "10.0.0.0/8, 127.0.0.1".parse().unwrap();
+        let mut r = req(&[
+            ("host", "example.com"),
+            ("x-forwarded-for", "203.0.113.7, 10.1.1.1"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-port", "443"),
+        ]);
+        let client = apply(&mut r, hop("127.0.0.1"), &trusted);
+        assert_eq!(client.to_string(), "203.0.113.7");
+        assert_eq!(get(&r, X_FORWARDED_FOR), "203.0.113.7, 10.1.1.1, 127.0.0.1");
+        assert_eq!(get(&r, X_FORWARDED_PROTO), "https");
+        assert_eq!(get(&r, X_FORWARDED_PORT), "443");
+        assert_eq!(get(&r, X_REAL_IP), "203.0.113.7");
+    }
+
+    #[test]
+    fn parses_cidrs_and_mapped_addresses() {
+        let t: TrustedProxies = "127.0.0.0/8,::1".parse().unwrap();
+        assert!(t.contains("::ffff:127.0.0.2".parse().unwrap()));
+        assert!(t.contains("::1".parse().unwrap()));
+        assert!(!t.contains("192.0.2.1".parse().unwrap()));
+        assert!("nonsense".parse::<TrustedProxies>().is_err());
+        assert!("".parse::<TrustedProxies>().unwrap().is_empty());
+    }
+}

@@ -1,0 +1,91 @@
+//! Publication of translated config to the data path: the route table is rebuilt only when
+//! routes change and published with one atomic swap; endpoint changes update backends in place.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use k8s_sync::{ConfigSink, RoutingConfig, Translation};
+
+use crate::backend::BackendRegistry;
+use crate::route_table::RouteTable;
+
+/// Readiness and drain state, shared by the publisher, the admin endpoint and shutdown.
+#[derive(Clone, Debug, Default)]
+pub struct Health {
+    loaded: Arc<AtomicBool>,
+    draining: Arc<AtomicBool>,
+}
+
+impl Health {
+    /// Ready once the first full load is published, until shutdown starts.
+    pub fn is_ready(&self) -> bool {
+        self.loaded.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire)
+    }
+
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.load(Ordering::Acquire)
+    }
+
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+}
+
+struct PublisherState {
+    backends: BackendRegistry,
+    last_routes: Option<RoutingConfig>,
+}
+
+/// The router's [`ConfigSink`].
+pub struct RoutePublisher {
+    tier: &'static str,
+    routes: Arc<ArcSwap<RouteTable>>,
+    state: Mutex<PublisherState>,
+    health: Health,
+}
+
+impl RoutePublisher {
+    pub fn new(tier: &'static str, routes: Arc<ArcSwap<RouteTable>>, health: Health) -> Self {
+        Self {
+            tier,
+            routes,
+            state: Mutex::new(PublisherState {
+                backends: BackendRegistry::default(),
+                last_routes: None,
+            }),
+            health,
+        }
+    }
+}
+
+impl ConfigSink for RoutePublisher {
+    fn apply(&self, translation: Translation) {
+        let started = Instant::now();
+        // Only the watcher task publishes; a poisoned lock still holds consistent data.
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.backends.sync(&translation.endpoints);
+        if state.last_routes.as_ref() != Some(&translation.routes) {
+            let (table, problems) = RouteTable::build(&translation.routes, &state.backends);
+            for p in &problems {
+                tracing::warn!(tier = self.tier, kind = p.kind, namespace = %p.namespace, name = %p.name,
+                    reason = p.reason.as_str(), detail = %p.detail, "rule rejected");
+            }
+            self.routes.store(Arc::new(table));
+            state.last_routes = Some(translation.routes);
+            tracing::info!(
+                tier = self.tier,
+                took_us = started.elapsed().as_micros() as u64,
+                "route table published"
+            );
+        } else {
+            tracing::info!(tier = self.tier, "endpoints updated; routes unchanged");
+        }
+        self.health.loaded.store(true, Ordering::Release);
+    }
+}

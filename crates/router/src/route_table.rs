@@ -1,0 +1,181 @@
+//! `RouteTable`: host → path → backend, in Kubernetes Ingress semantics.
+//!
+//! Lookup order: rules of the exact host, then of the wildcard host matching one label, then
+//! rules without host, then the default backend. Within a host an Exact match wins (it is as
+//! long as the request path, so never shorter than a prefix match), else the longest element-wise
+//! Prefix. This order is what makes a host-less `/` rule a true fallback.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use k8s_sync::{BackendKey, IngressRef, PathMatch, Problem, ProblemReason, Route, RoutingConfig};
+
+use crate::backend::{Backend, BackendRegistry};
+
+/// Where a matched request goes, and what to log about it.
+#[derive(Debug)]
+pub struct RouteTarget {
+    pub backend: Arc<Backend>,
+    /// `namespace/name` of the Ingress.
+    pub ingress: Arc<str>,
+    pub namespace: Arc<str>,
+    pub ingress_name: Arc<str>,
+    /// Served by the catch-all: a host-less `/` Prefix rule or the default backend.
+    pub fallback: bool,
+}
+
+/// Path rules of one host.
+#[derive(Default)]
+struct PathTable {
+    exact: HashMap<String, Arc<RouteTarget>>,
+    prefix: matchit::Router<Arc<RouteTarget>>,
+}
+
+impl PathTable {
+    fn lookup(&self, path: &str) -> Option<&Arc<RouteTarget>> {
+        self.exact
+            .get(path)
+            .or_else(|| self.prefix.at(path).ok().map(|m| m.value))
+    }
+
+    fn insert(&mut self, route: &Route, target: Arc<RouteTarget>) -> Result<(), String> {
+        match &route.path {
+            PathMatch::Exact(p) => {
+                self.exact.entry(p.clone()).or_insert(target);
+                Ok(())
+            }
+            PathMatch::Prefix(p) => {
+                // Element-wise: `/foo` serves `/foo`, `/foo/` and `/foo/<anything>`. A matchit
+                // catch-all never matches the empty rest, hence three entries.
+                let escaped = p.replace('{', "{{").replace('}', "}}");
+                let entries = if p == "/" {
+                    vec!["/".to_owned(), "/{*rest}".to_owned()]
+                } else {
+                    vec![
+                        escaped.clone(),
+                        format!("{escaped}/"),
+                        format!("{escaped}/{{*rest}}"),
+                    ]
+                };
+                for e in entries {
+                    self.prefix
+                        .insert(e.as_str(), target.clone())
+                        .map_err(|err| format!("path {p}: {err}"))?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The routes one tier serves. Immutable once built; published with one atomic swap.
+#[derive(Default)]
+pub struct RouteTable {
+    exact_hosts: HashMap<String, PathTable>,
+    wildcard_hosts: HashMap<String, PathTable>,
+    hostless: PathTable,
+    default_backend: Option<Arc<RouteTarget>>,
+    route_count: usize,
+}
+
+impl RouteTable {
+    /// Builds a table from translated config, taking backends from the registry (which must
+    /// hold every backend the config names). Rules the path table cannot hold are skipped and
+    /// returned as problems.
+    pub fn build(config: &RoutingConfig, backends: &BackendRegistry) -> (Self, Vec<Problem>) {
+        let mut problems = Vec::new();
+        let mut table = RouteTable::default();
+        fn target(
+            backends: &BackendRegistry,
+            ingress: &IngressRef,
+            key: &BackendKey,
+            fallback: bool,
+        ) -> Option<Arc<RouteTarget>> {
+            Some(Arc::new(RouteTarget {
+                backend: backends.get(key)?.clone(),
+                ingress: ingress.to_string().into(),
+                namespace: ingress.namespace.as_str().into(),
+                ingress_name: ingress.name.as_str().into(),
+                fallback,
+            }))
+        }
+        let add =
+            |table: &mut PathTable, route: &Route, fallback: bool, problems: &mut Vec<Problem>| {
+                let Some(t) = target(backends, &route.ingress, &route.backend, fallback) else {
+                    return;
+                };
+                if let Err(detail) = table.insert(route, t) {
+                    problems.push(Problem {
+                        kind: "Ingress",
+                        namespace: route.ingress.namespace.clone(),
+                        name: route.ingress.name.clone(),
+                        reason: ProblemReason::InvalidPath,
+                        detail,
+                    });
+                }
+            };
+        for (host, routes) in &config.exact_hosts {
+            let t = table.exact_hosts.entry(host.clone()).or_default();
+            for r in routes {
+                add(t, r, false, &mut problems);
+            }
+        }
+        for (suffix, routes) in &config.wildcard_hosts {
+            let t = table.wildcard_hosts.entry(suffix.clone()).or_default();
+            for r in routes {
+                add(t, r, false, &mut problems);
+            }
+        }
+        for r in &config.hostless {
+            add(&mut table.hostless, r, r.path.is_catch_all(), &mut problems);
+        }
+        if let Some(db) = &config.default_backend {
+            table.default_backend = target(backends, &db.ingress, &db.backend, true);
+        }
+        table.route_count = config.route_count();
+        (table, problems)
+    }
+
+    pub fn route_count(&self) -> usize {
+        self.route_count
+    }
+
+    /// Finds the route for a Host header (port and case ignored) and a path (no query).
+    pub fn lookup(&self, host: &str, path: &str) -> Option<&Arc<RouteTarget>> {
+        let host = strip_port(host);
+        let lowered;
+        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            lowered = host.to_ascii_lowercase();
+            lowered.as_str()
+        } else {
+            host
+        };
+        let host = host.strip_suffix('.').unwrap_or(host);
+        if !host.is_empty() {
+            if let Some(t) = self.exact_hosts.get(host).and_then(|t| t.lookup(path)) {
+                return Some(t);
+            }
+            // A wildcard covers exactly one label: `*.example.com` ⊇ `a.example.com`.
+            if let Some((_, suffix)) = host.split_once('.')
+                && let Some(t) = self.wildcard_hosts.get(suffix).and_then(|t| t.lookup(path))
+            {
+                return Some(t);
+            }
+        }
+        self.hostless.lookup(path).or(self.default_backend.as_ref())
+    }
+}
+
+/// `example.com:8080` → `example.com`; `[::1]:8080` → `::1`.
+fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split_once(']').map_or(rest, |(h, _)| h);
+    }
+    match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !h.contains(':') => h,
+        _ => host,
+    }
+}
+
+#[cfg(test)]
+mod tests;

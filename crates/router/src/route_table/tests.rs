@@ -1,0 +1,214 @@
+use super::*;
+use k8s_sync::{BackendKey, DefaultBackend, EndpointSet, ServicePortRef};
+
+fn key(svc: &str) -> BackendKey {
+    BackendKey {
+        namespace: "default".into(),
+        service: svc.into(),
+        port: ServicePortRef::Number(80),
+    }
+}
+
+fn route(path: PathMatch, svc: &str) -> Route {
+    Route {
+        path,
+        implementation_specific: false,
+        backend: key(svc),
+        ingress: IngressRef {
+            namespace: "default".into(),
+            name: format!("ing-{svc}"),
+        },
+    }
+}
+
+fn prefix(p: &str) -> PathMatch {
+    PathMatch::Prefix(p.into())
+}
+fn exact(p: &str) -> PathMatch {
+    PathMatch::Exact(p.into())
+}
+
+fn table(config: &RoutingConfig) -> RouteTable {
+    let mut eps = EndpointSet::default();
+    for k in config.backends() {
+        eps.0
+            .insert(k.clone(), vec!["127.0.0.1:1".parse().unwrap()]);
+    }
+    let mut reg = BackendRegistry::default();
+    reg.sync(&eps);
+    let (t, problems) = RouteTable::build(config, &reg);
+    assert!(problems.is_empty(), "{problems:?}");
+    t
+}
+
+fn served(t: &RouteTable, host: &str, path: &str) -> Option<String> {
+    t.lookup(host, path).map(|r| r.backend.key.service.clone())
+}
+
+/// The examples table of the Kubernetes Ingress documentation ("Examples" under "Path types").
+#[test]
+fn kubernetes_docs_path_examples() {
+    type Case = (&'static [(&'static str, bool)], &'static str, Option<usize>);
+    // (paths as (path, is_prefix), request, index of the matching path or None)
+    let cases: &[Case] = &[
+        (&[("/", true)], "/", Some(0)),
+        (&[("/", true)], "/anything", Some(0)),
+        (&[("/foo", false)], "/foo", Some(0)),
+        (&[("/foo", false)], "/bar", None),
+        (&[("/foo", false)], "/foo/", None),
+        (&[("/foo/", false)], "/foo", None),
+        (&[("/foo", true)], "/foo", Some(0)),
+        (&[("/foo", true)], "/foo/", Some(0)),
+        (&[("/foo/", true)], "/foo", Some(0)),
+        (&[("/foo/", true)], "/foo/", Some(0)),
+        (&[("/aaa/bb", true)], "/aaa/bbb", None),
+        (&[("/aaa/bbb", true)], "/aaa/bbb", Some(0)),
+        (&[("/aaa/bbb/", true)], "/aaa/bbb", Some(0)),
+        (&[("/aaa/bbb", true)], "/aaa/bbb/", Some(0)),
+        (&[("/aaa/bbb", true)], "/aaa/bbb/ccc", Some(0)),
+        (&[("/aaa/bbb", true)], "/aaa/bbbxyz", None),
+        (&[("/", true), ("/aaa", true)], "/aaa/ccc", Some(1)),
+        (
+            &[("/", true), ("/aaa", true), ("/aaa/bbb", true)],
+            "/aaa/bbb",
+            Some(2),
+        ),
+        (
+            &[("/", true), ("/aaa", true), ("/aaa/bbb", true)],
+            "/ccc",
+            Some(0),
+        ),
+        (&[("/aaa", true)], "/ccc", None),
+        (&[("/", true), ("/aaa", false)], "/aaa/ccc", Some(0)),
+        (&[("/aaa", true)], "/aaa/ccc", Some(0)),
+        (
+            &[("/", true), ("/aaa", true), ("/aaa/bbb", true)],
+            "/aaa/bbbxyz",
+            Some(1),
+        ),
+        (&[("/foo", true)], "/FOO", None),
+    ];
+    for (paths, request, want) in cases {
+        let mut cfg = RoutingConfig::default();
+        for (i, (p, is_prefix)) in paths.iter().enumerate() {
+            let m = if *is_prefix { prefix(p) } else { exact(p) };
+            let m = match m {
+                PathMatch::Prefix(p) => {
+                    let t = p.trim_end_matches('/');
+                    prefix(if t.is_empty() { "/" } else { t })
+                }
+                e => e,
+            };
+            cfg.exact_hosts
+                .entry("h".into())
+                .or_default()
+                .push(route(m, &format!("s{i}")));
+        }
+        let got = served(&table(&cfg), "h", request);
+        assert_eq!(
+            got,
+            want.map(|i| format!("s{i}")),
+            "paths {paths:?} request {request}"
+        );
+    }
+}
+
+#[test]
+fn exact_beats_prefix_at_equal_length_and_longest_prefix_wins() {
+    let cfg = RoutingConfig {
+        hostless: vec![
+            route(prefix("/foo"), "prefix"),
+            route(exact("/foo"), "exact"),
+            route(prefix("/foo/bar"), "longer"),
+            route(prefix("/"), "root"),
+        ],
+        ..Default::default()
+    };
+    let t = table(&cfg);
+    assert_eq!(served(&t, "", "/foo").as_deref(), Some("exact"));
+    assert_eq!(served(&t, "", "/foo/").as_deref(), Some("prefix"));
+    assert_eq!(served(&t, "", "/foo/x").as_deref(), Some("prefix"));
+    assert_eq!(served(&t, "", "/foo/bar/baz").as_deref(), Some("longer"));
+    assert_eq!(served(&t, "", "/foo/barn").as_deref(), Some("prefix"));
+    assert_eq!(served(&t, "", "/fo").as_deref(), Some("root"));
+    assert!(t.lookup("", "/").unwrap().fallback);
+    assert!(!t.lookup("", "/foo").unwrap().fallback);
+}
+
+#[test]
+fn host_order_exact_then_wildcard_then_hostless_then_default() {
+    let mut cfg = RoutingConfig::default();
+    cfg.exact_hosts.insert(
+        "a.example.com".into(),
+        vec![route(prefix("/exact"), "exact")],
+    );
+    cfg.wildcard_hosts.insert(
+        "example.com".into(),
+        vec![
+            route(prefix("/wild"), "wild"),
+            route(prefix("/exact"), "wild-exact"),
+        ],
+    );
+    cfg.hostless = vec![route(prefix("/any"), "hostless")];
+    cfg.default_backend = Some(DefaultBackend {
+        backend: key("default"),
+        ingress: IngressRef {
+            namespace: "default".into(),
+            name: "db".into(),
+        },
+    });
+    let t = table(&cfg);
+    assert_eq!(
+        served(&t, "a.example.com", "/exact/1").as_deref(),
+        Some("exact")
+    );
+    assert_eq!(
+        served(&t, "A.Example.COM:8443", "/exact").as_deref(),
+        Some("exact")
+    );
+    assert_eq!(
+        served(&t, "b.example.com", "/exact").as_deref(),
+        Some("wild-exact")
+    );
+    assert_eq!(
+        served(&t, "a.example.com", "/wild").as_deref(),
+        Some("wild")
+    );
+    // One label only.
+    assert_eq!(
+        served(&t, "x.a.example.com", "/wild").as_deref(),
+        Some("default")
+    );
+    assert_eq!(
+        served(&t, "example.com", "/wild").as_deref(),
+        Some("default")
+    );
+    assert_eq!(
+        served(&t, "a.example.com", "/any").as_deref(),
+        Some("hostless")
+    );
+    assert_eq!(
+        served(&t, "unknown", "/nothing").as_deref(),
+        Some("default")
+    );
+    assert!(t.lookup("unknown", "/nothing").unwrap().fallback);
+}
+
+#[test]
+fn braces_in_paths_are_literal() {
+    let cfg = RoutingConfig {
+        hostless: vec![route(prefix("/{id}"), "brace")],
+        ..Default::default()
+    };
+    let t = table(&cfg);
+    assert_eq!(served(&t, "", "/{id}/x").as_deref(), Some("brace"));
+    assert_eq!(served(&t, "", "/42"), None);
+}
+
+#[test]
+fn strips_ports_from_hosts() {
+    assert_eq!(strip_port("example.com:80"), "example.com");
+    assert_eq!(strip_port("[::1]:80"), "::1");
+    assert_eq!(strip_port("::1"), "::1");
+    assert_eq!(strip_port("example.com"), "example.com");
+}
