@@ -1,7 +1,7 @@
 //! The validated, immutable configuration a tier serves from. Built by [`crate::translate`] off the
 //! hot path; the data path only reads it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::SocketAddr;
 
@@ -98,6 +98,37 @@ pub struct RoutingConfig {
     /// Rules without host.
     pub hostless: Vec<Route>,
     pub default_backend: Option<DefaultBackend>,
+    /// TLS: which Secret serves which hosts (edge tier only; empty for the router).
+    pub tls: Vec<TlsBinding>,
+    /// Hosts (exact, or `*.suffix`) whose plain-HTTP requests are redirected to HTTPS.
+    pub https_redirect_hosts: BTreeSet<String>,
+}
+
+/// One `spec.tls` entry that resolved to a Secret in the Ingress's namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TlsBinding {
+    /// Lowercased; wildcards keep their `*.` prefix.
+    pub hosts: Vec<String>,
+    /// `namespace/name` of the `kubernetes.io/tls` Secret.
+    pub secret: crate::object::ObjectKey,
+    pub ingress: IngressRef,
+}
+
+/// The PEM material of one TLS Secret, as found; parsing is the edge tier's job.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TlsSecret {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+}
+
+impl fmt::Debug for TlsSecret {
+    // Never print key material.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsSecret")
+            .field("cert_pem_len", &self.cert_pem.len())
+            .field("key_pem_len", &self.key_pem.len())
+            .finish()
+    }
 }
 
 impl RoutingConfig {

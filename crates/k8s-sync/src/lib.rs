@@ -15,7 +15,7 @@ pub mod translate;
 
 pub use config::{
     BackendKey, DefaultBackend, EndpointSet, IngressRef, PathMatch, Route, RoutingConfig,
-    ServicePortRef,
+    ServicePortRef, TlsBinding, TlsSecret,
 };
 pub use manifest::{FileProblem, ManifestDir};
 pub use object::{Object, ObjectKey, Snapshot};

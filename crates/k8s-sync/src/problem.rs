@@ -17,6 +17,11 @@ pub enum ProblemReason {
     ServicePortNotFound,
     UnsupportedService,
     DuplicateObject,
+    SecretNotFound,
+    SecretInvalid,
+    CrossNamespaceSecret,
+    CertificateInvalid,
+    CertificateExpired,
 }
 
 impl ProblemReason {
@@ -34,6 +39,11 @@ impl ProblemReason {
             Self::ServicePortNotFound => "service_port_not_found",
             Self::UnsupportedService => "unsupported_service",
             Self::DuplicateObject => "duplicate_object",
+            Self::SecretNotFound => "secret_not_found",
+            Self::SecretInvalid => "secret_invalid",
+            Self::CrossNamespaceSecret => "cross_namespace_secret",
+            Self::CertificateInvalid => "certificate_invalid",
+            Self::CertificateExpired => "certificate_expired",
         }
     }
 }

@@ -9,7 +9,7 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 
 use crate::config::{
     BackendKey, DefaultBackend, EndpointSet, IngressRef, PathMatch, Route, RoutingConfig,
-    ServicePortRef,
+    ServicePortRef, TlsBinding, TlsSecret,
 };
 use crate::object::{ObjectKey, Snapshot};
 use crate::problem::{Problem, ProblemReason};
@@ -28,13 +28,22 @@ pub struct TierSettings {
     pub class: String,
     /// Serve Ingresses without any class, even when our IngressClass is not the default.
     pub watch_without_class: bool,
+    /// Resolve `spec.tls` to Secrets (the edge tier). The router never reads Secrets.
+    pub tls: bool,
+    /// `--default-certificate`: a TLS Secret served when no host matches (edge tier).
+    pub default_certificate: Option<ObjectKey>,
 }
+
+/// Per-Ingress opt-out of the plain-HTTP → HTTPS redirect on the edge tier.
+pub const SSL_REDIRECT_ANNOTATION: &str = "tandem.dev/ssl-redirect";
 
 /// The result of one translation.
 #[derive(Clone, Debug, Default)]
 pub struct Translation {
     pub routes: RoutingConfig,
     pub endpoints: EndpointSet,
+    /// PEM material of the Secrets named by `routes.tls` that exist and are well-formed.
+    pub tls_secrets: BTreeMap<ObjectKey, TlsSecret>,
     /// Sorted, deduplicated.
     pub problems: Vec<Problem>,
 }
@@ -65,6 +74,9 @@ pub fn translate(snapshot: &Snapshot, settings: &TierSettings) -> Translation {
     });
 
     let mut routes = RoutingConfig::default();
+    let mut tls_secrets = BTreeMap::new();
+    // Hosts with TLS, and whether every Ingress naming them keeps the redirect on.
+    let mut redirect: BTreeMap<String, bool> = BTreeMap::new();
     // (host or "" for host-less, path match) → the Ingress that owns it.
     let mut owners: HashMap<(String, PathMatch), IngressRef> = HashMap::new();
 
@@ -83,6 +95,57 @@ pub fn translate(snapshot: &Snapshot, settings: &TierSettings) -> Translation {
         let Some(spec) = ing.spec.as_ref() else {
             continue;
         };
+        if settings.tls {
+            let redirect_on = ing
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(SSL_REDIRECT_ANNOTATION))
+                .is_none_or(|v| v != "false");
+            for tls in spec.tls.iter().flatten() {
+                let mut hosts = Vec::new();
+                for h in tls.hosts.iter().flatten() {
+                    match normalize_host(h.trim()) {
+                        Ok(h) => hosts.push(h),
+                        Err(detail) => {
+                            problems.insert(problem(
+                                ProblemReason::InvalidHost,
+                                format!("tls: {detail}"),
+                            ));
+                        }
+                    }
+                }
+                for h in &hosts {
+                    let on = redirect.entry(h.clone()).or_insert(true);
+                    *on &= redirect_on;
+                }
+                let Some(secret_name) = tls.secret_name.as_deref().filter(|n| !n.is_empty()) else {
+                    // No Secret: these hosts get the default certificate.
+                    continue;
+                };
+                if secret_name.contains('/') {
+                    problems.insert(problem(
+                        ProblemReason::CrossNamespaceSecret,
+                        format!("tls secretName {secret_name:?}: Secrets are only read from the Ingress's own namespace"),
+                    ));
+                    continue;
+                }
+                let secret_key = ObjectKey::new(key.namespace.as_str(), secret_name);
+                match tls_secret(snapshot, &secret_key) {
+                    Ok(material) => {
+                        tls_secrets.insert(secret_key.clone(), material);
+                    }
+                    Err((reason, detail)) => {
+                        problems.insert(problem(reason, detail));
+                    }
+                }
+                routes.tls.push(TlsBinding {
+                    hosts,
+                    secret: secret_key,
+                    ingress: source.clone(),
+                });
+            }
+        }
         if let Some(db) = &spec.default_backend {
             match backend_key(&key.namespace, db) {
                 Ok(backend) => match &routes.default_backend {
@@ -185,11 +248,77 @@ pub fn translate(snapshot: &Snapshot, settings: &TierSettings) -> Translation {
         }
     }
 
+    if let Some(key) = settings
+        .default_certificate
+        .as_ref()
+        .filter(|_| settings.tls)
+    {
+        match tls_secret(snapshot, key) {
+            Ok(material) => {
+                tls_secrets.insert(key.clone(), material);
+            }
+            Err((reason, detail)) => {
+                problems.insert(Problem {
+                    kind: "Secret",
+                    namespace: key.namespace.clone(),
+                    name: key.name.clone(),
+                    reason,
+                    detail: format!("--default-certificate: {detail}"),
+                });
+            }
+        }
+    }
+    routes.https_redirect_hosts = redirect
+        .into_iter()
+        .filter_map(|(h, on)| on.then_some(h))
+        .collect();
     let endpoints = resolve_endpoints(snapshot, &routes, &mut problems);
     Translation {
         routes,
         endpoints,
+        tls_secrets,
         problems: problems.into_iter().collect(),
+    }
+}
+
+/// Reads a `kubernetes.io/tls` Secret's PEM material (`data`, or `stringData` as hand-written
+/// manifests carry it).
+fn tls_secret(snapshot: &Snapshot, key: &ObjectKey) -> Result<TlsSecret, Reject> {
+    let Some(secret) = snapshot.secrets.get(key) else {
+        return Err((
+            ProblemReason::SecretNotFound,
+            format!("tls Secret {key} not found"),
+        ));
+    };
+    if let Some(t) = secret.type_.as_deref()
+        && t != "kubernetes.io/tls"
+    {
+        return Err((
+            ProblemReason::SecretInvalid,
+            format!("Secret {key} is of type {t}, not kubernetes.io/tls"),
+        ));
+    }
+    let field = |name: &str| -> Option<Vec<u8>> {
+        secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(name))
+            .map(|b| b.0.clone())
+            .or_else(|| {
+                secret
+                    .string_data
+                    .as_ref()
+                    .and_then(|d| d.get(name))
+                    .map(|s| s.as_bytes().to_vec())
+            })
+            .filter(|b| !b.is_empty())
+    };
+    match (field("tls.crt"), field("tls.key")) {
+        (Some(cert_pem), Some(key_pem)) => Ok(TlsSecret { cert_pem, key_pem }),
+        _ => Err((
+            ProblemReason::SecretInvalid,
+            format!("Secret {key} lacks tls.crt or tls.key"),
+        )),
     }
 }
 

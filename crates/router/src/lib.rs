@@ -9,6 +9,7 @@ pub mod proxy;
 pub mod publish;
 pub mod route_table;
 pub mod shutdown;
+pub mod tier;
 
 pub use backend::{Backend, BackendRegistry, Pick};
 pub use proxy::{InFlight, ProxySettings, RouterProxy};

@@ -3,19 +3,11 @@
 
 use std::sync::Arc;
 
-use anyhow::Context;
 use arc_swap::ArcSwap;
 use clap::Parser;
-use k8s_sync::{TierSettings, run_manifest_sync};
-use pingora_core::apps::HttpServerOptions;
-use pingora_core::server::configuration::ServerConf;
-use pingora_core::server::{RunArgs, Server};
-use pingora_core::services::listening::Service;
-use pingora_proxy::ProxyServiceBuilder;
-use router::admin::AdminApp;
+use k8s_sync::TierSettings;
 use router::cli::{CommonArgs, init_logging};
-use router::shutdown::DrainOnTerm;
-use router::{Health, InFlight, ProxySettings, RoutePublisher, RouteTable, RouterProxy};
+use router::{Health, InFlight, RoutePublisher, RouteTable, RouterProxy, tier};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -39,16 +31,12 @@ struct Cli {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logging(cli.common.log_format);
     let c = &cli.common;
-    std::fs::read_dir(&c.manifests)
-        .with_context(|| format!("cannot read manifest directory {}", c.manifests.display()))?;
+    init_logging(c.log_format);
 
     let routes = Arc::new(ArcSwap::from_pointee(RouteTable::default()));
     let health = Health::default();
     let in_flight = InFlight::default();
-
-    // The watcher runs on its own thread and runtime, off the data path.
     let publisher = Arc::new(RoutePublisher::new(
         "router",
         routes.clone(),
@@ -57,77 +45,21 @@ fn main() -> anyhow::Result<()> {
     let settings = TierSettings {
         class: cli.ingress_class.clone(),
         watch_without_class: c.watch_ingress_without_class,
+        tls: false,
+        default_certificate: None,
     };
-    let dir = c.manifests.clone();
-    std::thread::Builder::new()
-        .name("k8s-sync".into())
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot start watcher runtime");
-                    std::process::exit(1);
-                }
-            };
-            if let Err(e) = rt.block_on(run_manifest_sync(dir, settings, publisher)) {
-                tracing::error!(error = %e, "config source failed");
-                std::process::exit(1);
-            }
-        })
-        .context("cannot start watcher thread")?;
+    tier::spawn_manifest_watcher(c.manifests.clone(), settings, publisher)?;
 
-    let mut conf = ServerConf {
-        threads: c
-            .threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
-        // Our shutdown watcher exits once drained; this is only the upper bound.
-        grace_period_seconds: Some(c.shutdown_grace.as_secs().max(1)),
-        graceful_shutdown_timeout_seconds: Some(1),
-        ..ServerConf::default()
-    };
-    conf.upgrade_sock = format!("/tmp/tandem-router-{}.sock", std::process::id());
-    let mut server = Server::new_with_opt_and_conf(None, conf);
-    server.bootstrap();
-
-    let proxy = RouterProxy::new(
-        routes,
-        ProxySettings {
-            tier: "router",
-            scheme: "http",
-            trusted_proxies: c.trusted_proxies.clone(),
-            connect_timeout: c.connect_timeout,
-            read_timeout: c.upstream_read_timeout,
-            write_timeout: c.upstream_write_timeout,
-            upstream_idle_timeout: c.upstream_keepalive_timeout,
-        },
-        in_flight.clone(),
-    );
-    let mut options = HttpServerOptions::default();
-    options.h2c = true;
-    let mut service = ProxyServiceBuilder::new(&server.configuration, proxy)
-        .name("router")
-        .server_options(options)
-        .build();
+    let server = tier::new_server(c, "router");
+    let proxy = RouterProxy::new(routes, tier::proxy_settings(c, "router"), in_flight.clone());
+    let mut service = tier::proxy_service(&server, "router", proxy, true);
     for addr in &cli.http_listen {
         service.add_tcp(addr);
     }
-    let mut admin = Service::new("admin".to_owned(), AdminApp::new(health.clone()));
-    admin.add_tcp(&c.admin_listen);
+    let mut server = server;
     server.add_service(service);
-    server.add_service(admin);
-
     tracing::info!(listen = ?cli.http_listen, admin = %c.admin_listen, class = %cli.ingress_class,
         manifests = %c.manifests.display(), "router starting");
-    server.run(RunArgs {
-        shutdown_signal: Box::new(DrainOnTerm {
-            health,
-            in_flight,
-            delay: c.shutdown_delay,
-            grace: c.shutdown_grace,
-        }),
-    });
+    tier::run(server, c, health, in_flight);
     Ok(())
 }

@@ -36,7 +36,14 @@ pub struct ProxySettings {
     pub write_timeout: Duration,
     /// How long an idle pooled upstream connection is kept.
     pub upstream_idle_timeout: Duration,
+    /// Plain-HTTP listener of the edge: redirect hosts that have TLS to HTTPS on this port.
+    pub redirect_to_https_port: Option<u16>,
+    /// `Strict-Transport-Security` value added to responses (HTTPS listeners only).
+    pub hsts: Option<String>,
 }
+
+/// Paths cert-manager's HTTP-01 solver must reach over plain HTTP.
+const ACME_CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
 
 /// Requests being served right now; shutdown waits for this to reach zero.
 #[derive(Clone, Debug, Default)]
@@ -118,6 +125,28 @@ async fn respond(session: &mut Session, status: u16, message: &str) -> Result<()
     Ok(())
 }
 
+/// 308 (method and body kept) to the same host and path on HTTPS.
+async fn redirect_to_https(session: &mut Session, port: u16) -> Result<()> {
+    let req = session.req_header();
+    let host = crate::route_table::normalize_host(request_host(session));
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.into_owned()
+    };
+    let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
+    let location = match port {
+        443 => format!("https://{host}{path}"),
+        p => format!("https://{host}:{p}{path}"),
+    };
+    let mut resp = ResponseHeader::build(308, Some(5))?;
+    resp.insert_header(header::SERVER, SERVER_NAME)?;
+    resp.insert_header(header::DATE, http_date())?;
+    resp.insert_header(header::LOCATION, location)?;
+    resp.insert_header(header::CONTENT_LENGTH, "0")?;
+    session.write_response_header(Box::new(resp), true).await
+}
+
 fn request_host(session: &Session) -> &str {
     let req = session.req_header();
     req.headers
@@ -152,11 +181,21 @@ impl ProxyHttp for RouterProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let route = {
+        let (route, redirect) = {
             let table = self.routes.load();
             let path = session.req_header().uri.path();
-            table.lookup(request_host(session), path).cloned()
+            let host = request_host(session);
+            let redirect = self.settings.redirect_to_https_port.is_some()
+                && !path.starts_with(ACME_CHALLENGE_PREFIX)
+                && table.redirects_to_https(host);
+            (table.lookup(host, path).cloned(), redirect)
         };
+        if redirect && let Some(port) = self.settings.redirect_to_https_port {
+            ctx.local_reason = Some("https_redirect");
+            ctx.route = route;
+            redirect_to_https(session, port).await?;
+            return Ok(true);
+        }
         let Some(route) = route else {
             ctx.local_reason = Some("no_route");
             respond(
@@ -286,6 +325,9 @@ impl ProxyHttp for RouterProxy {
         }
         if !upstream_response.headers.contains_key(header::SERVER) {
             upstream_response.insert_header(header::SERVER, SERVER_NAME)?;
+        }
+        if let Some(hsts) = &self.settings.hsts {
+            upstream_response.insert_header(header::STRICT_TRANSPORT_SECURITY, hsts.as_str())?;
         }
         Ok(())
     }

@@ -5,7 +5,8 @@
 //! long as the request path, so never shorter than a prefix match), else the longest element-wise
 //! Prefix. This order is what makes a host-less `/` rule a true fallback.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use k8s_sync::{BackendKey, IngressRef, PathMatch, Problem, ProblemReason, Route, RoutingConfig};
@@ -76,6 +77,9 @@ pub struct RouteTable {
     hostless: PathTable,
     default_backend: Option<Arc<RouteTarget>>,
     route_count: usize,
+    /// Hosts whose plain-HTTP requests the edge redirects to HTTPS: exact, and wildcard suffixes.
+    redirect_exact: HashSet<String>,
+    redirect_wildcard: HashSet<String>,
 }
 
 impl RouteTable {
@@ -133,6 +137,12 @@ impl RouteTable {
             table.default_backend = target(backends, &db.ingress, &db.backend, true);
         }
         table.route_count = config.route_count();
+        for h in &config.https_redirect_hosts {
+            match h.strip_prefix("*.") {
+                Some(suffix) => table.redirect_wildcard.insert(suffix.to_owned()),
+                None => table.redirect_exact.insert(h.clone()),
+            };
+        }
         (table, problems)
     }
 
@@ -142,15 +152,8 @@ impl RouteTable {
 
     /// Finds the route for a Host header (port and case ignored) and a path (no query).
     pub fn lookup(&self, host: &str, path: &str) -> Option<&Arc<RouteTarget>> {
-        let host = strip_port(host);
-        let lowered;
-        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
-            lowered = host.to_ascii_lowercase();
-            lowered.as_str()
-        } else {
-            host
-        };
-        let host = host.strip_suffix('.').unwrap_or(host);
+        let host = normalize_host(host);
+        let host: &str = &host;
         if !host.is_empty() {
             if let Some(t) = self.exact_hosts.get(host).and_then(|t| t.lookup(path)) {
                 return Some(t);
@@ -163,6 +166,27 @@ impl RouteTable {
             }
         }
         self.hostless.lookup(path).or(self.default_backend.as_ref())
+    }
+
+    /// Whether plain-HTTP requests for this host go to HTTPS (the host has TLS on the edge).
+    pub fn redirects_to_https(&self, host: &str) -> bool {
+        let host = normalize_host(host);
+        self.redirect_exact.contains(&*host)
+            || host
+                .split_once('.')
+                .is_some_and(|(_, suffix)| self.redirect_wildcard.contains(suffix))
+    }
+}
+
+/// A Host header as a table key: no port, lowercase, no trailing dot. Allocates only for
+/// uppercase hosts.
+pub fn normalize_host(host: &str) -> Cow<'_, str> {
+    let host = strip_port(host);
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
     }
 }
 

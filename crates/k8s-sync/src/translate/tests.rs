@@ -16,6 +16,8 @@ fn settings() -> TierSettings {
     TierSettings {
         class: "tandem-router".into(),
         watch_without_class: false,
+        tls: false,
+        default_certificate: None,
     }
 }
 
@@ -344,4 +346,80 @@ fn translation_is_deterministic() {
     assert_eq!(a.routes, b.routes);
     assert_eq!(a.problems, b.problems);
     assert_eq!(a.routes.exact_hosts["a.example"][0].ingress.name, "x");
+}
+
+fn edge() -> TierSettings {
+    TierSettings {
+        class: "tandem-edge".into(),
+        watch_without_class: false,
+        tls: true,
+        default_certificate: None,
+    }
+}
+
+fn tls_secret_doc(name: &str, ty: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Secret", "type": ty,
+        "metadata": {"name": name, "namespace": "default"},
+        "stringData": {"tls.crt": "CERT", "tls.key": "KEY"}})
+}
+
+#[test]
+fn edge_resolves_tls_secrets_and_reports_bad_references() {
+    let mut opt_out = ingress(
+        "opt-out",
+        Some("tandem-edge"),
+        None,
+        json!({"tls": [{"hosts": ["plain.example"], "secretName": "good"}],
+               "rules": [rule(Some("plain.example"), "/", "Prefix", "router", json!({"number": 80}))]}),
+    );
+    opt_out["metadata"]["annotations"] = json!({"tandem.dev/ssl-redirect": "false"});
+    let docs = vec![
+        ingress(
+            "brand",
+            Some("tandem-edge"),
+            None,
+            json!({"tls": [
+                    {"hosts": ["Brand.Example"], "secretName": "good"},
+                    {"hosts": ["*.wild.example"], "secretName": "missing"},
+                    {"hosts": ["x.example"], "secretName": "other-ns/good"},
+                    {"hosts": ["y.example"], "secretName": "opaque"}
+                ],
+                "rules": [rule(Some("brand.example"), "/", "Prefix", "router", json!({"number": 80}))]}),
+        ),
+        opt_out,
+        tls_secret_doc("good", "kubernetes.io/tls"),
+        tls_secret_doc("opaque", "Opaque"),
+    ];
+    let t = translate(&snap(docs.clone()), &edge());
+    let good = ObjectKey::new("default", "good");
+    assert_eq!(t.tls_secrets[&good].cert_pem, b"CERT");
+    assert_eq!(t.tls_secrets.len(), 1);
+    assert!(
+        t.routes
+            .tls
+            .iter()
+            .any(|b| b.hosts == ["brand.example"] && b.secret == good)
+    );
+    assert!(t.routes.https_redirect_hosts.contains("brand.example"));
+    assert!(t.routes.https_redirect_hosts.contains("*.wild.example"));
+    assert!(!t.routes.https_redirect_hosts.contains("plain.example"));
+    let reasons: BTreeSet<_> = t.problems.iter().map(|p| p.reason).collect();
+    for r in [
+        ProblemReason::SecretNotFound,
+        ProblemReason::CrossNamespaceSecret,
+        ProblemReason::SecretInvalid,
+    ] {
+        assert!(reasons.contains(&r), "missing {r:?}: {:?}", t.problems);
+    }
+    // Key material never appears in problems or debug output.
+    assert!(!format!("{:?} {:?}", t.problems, t.tls_secrets).contains("KEY\""));
+    // The router tier does not look at TLS at all.
+    let r = translate(
+        &snap(docs),
+        &TierSettings {
+            class: "tandem-edge".into(),
+            ..settings()
+        },
+    );
+    assert!(r.tls_secrets.is_empty() && r.routes.tls.is_empty());
 }

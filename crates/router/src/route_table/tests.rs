@@ -212,3 +212,15 @@ fn strips_ports_from_hosts() {
     assert_eq!(strip_port("::1"), "::1");
     assert_eq!(strip_port("example.com"), "example.com");
 }
+
+#[test]
+fn https_redirect_hosts_match_exact_and_one_label_wildcards() {
+    let mut cfg = RoutingConfig::default();
+    cfg.https_redirect_hosts.insert("brand.example".into());
+    cfg.https_redirect_hosts.insert("*.wild.example".into());
+    let t = table(&cfg);
+    assert!(t.redirects_to_https("Brand.Example:80"));
+    assert!(t.redirects_to_https("a.wild.example"));
+    assert!(!t.redirects_to_https("a.b.wild.example"));
+    assert!(!t.redirects_to_https("other.example"));
+}

@@ -1,0 +1,226 @@
+//! `CertStore`: a rustls certificate resolver over an atomically swapped [`CertSet`]. All PEM
+//! parsing and key loading happens when a set is built (in the watcher); a handshake does one
+//! `load()` and a hash lookup.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+
+/// Why a Secret's certificate could not be used. Never carries key material.
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    #[error("tls.crt holds no PEM certificate")]
+    NoCertificate,
+    #[error("tls.crt is not valid PEM: {0}")]
+    CertificatePem(String),
+    #[error("tls.key holds no PEM private key (PKCS#1, PKCS#8 or SEC1)")]
+    NoKey,
+    #[error("tls.key is of an unsupported key type: {0}")]
+    UnsupportedKey(String),
+    #[error("tls.key does not match the certificate in tls.crt")]
+    KeyMismatch,
+    #[error("certificate cannot be parsed: {0}")]
+    Certificate(String),
+}
+
+/// A certificate chain with its key, ready to serve, and its validity period.
+#[derive(Debug)]
+pub struct ParsedCert {
+    pub key: Arc<CertifiedKey>,
+    /// Unix seconds.
+    pub not_before: i64,
+    /// Unix seconds.
+    pub not_after: i64,
+}
+
+impl ParsedCert {
+    /// Parses PEM material as found in a `kubernetes.io/tls` Secret.
+    pub fn from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<Self, CertError> {
+        let certs = CertificateDer::pem_slice_iter(cert_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| CertError::CertificatePem(e.to_string()))?;
+        let Some(leaf) = certs.first() else {
+            return Err(CertError::NoCertificate);
+        };
+        let (_, parsed) = x509_parser::parse_x509_certificate(leaf)
+            .map_err(|e| CertError::Certificate(e.to_string()))?;
+        let validity = parsed.validity();
+        let (not_before, not_after) = (
+            validity.not_before.timestamp(),
+            validity.not_after.timestamp(),
+        );
+        // Any PEM key form rustls knows: PKCS#1 RSA, PKCS#8, SEC1 EC.
+        let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|_| CertError::NoKey)?;
+        let signing = rustls::crypto::ring::sign::any_supported_type(&key)
+            .map_err(|e| CertError::UnsupportedKey(e.to_string()))?;
+        let certified = CertifiedKey::new(certs, signing);
+        match certified.keys_match() {
+            Ok(()) => {}
+            // rustls cannot tell for some key types; the handshake would fail loudly then.
+            Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
+            Err(_) => return Err(CertError::KeyMismatch),
+        }
+        Ok(Self {
+            key: Arc::new(certified),
+            not_before,
+            not_after,
+        })
+    }
+
+    /// A self-signed certificate for when no default is configured, like other controllers'
+    /// "fake certificate".
+    pub fn self_signed() -> Result<Self, CertError> {
+        let cert = rcgen::generate_simple_self_signed(vec!["tandem-default.invalid".to_owned()])
+            .map_err(|e| CertError::Certificate(e.to_string()))?;
+        Self::from_pem(
+            cert.cert.pem().as_bytes(),
+            cert.signing_key.serialize_pem().as_bytes(),
+        )
+    }
+
+    /// Whether `now` (unix seconds) lies outside the validity period.
+    pub fn is_out_of_validity(&self, now: i64) -> bool {
+        now < self.not_before || now > self.not_after
+    }
+}
+
+/// Which key serves which SNI: exact host, then a one-label wildcard, then the default.
+#[derive(Debug)]
+pub struct CertSet {
+    exact: HashMap<String, Arc<CertifiedKey>>,
+    wildcard: HashMap<String, Arc<CertifiedKey>>,
+    default: Arc<CertifiedKey>,
+}
+
+impl CertSet {
+    pub fn new(default: Arc<CertifiedKey>) -> Self {
+        Self {
+            exact: HashMap::new(),
+            wildcard: HashMap::new(),
+            default,
+        }
+    }
+
+    /// Adds a host (lowercase; `*.suffix` for a wildcard). The first key added for a host stays.
+    pub fn insert(&mut self, host: &str, key: Arc<CertifiedKey>) {
+        match host.strip_prefix("*.") {
+            Some(suffix) => self.wildcard.entry(suffix.to_owned()).or_insert(key),
+            None => self.exact.entry(host.to_owned()).or_insert(key),
+        };
+    }
+
+    pub fn host_count(&self) -> usize {
+        self.exact.len() + self.wildcard.len()
+    }
+
+    /// The key for an SNI name; the default when there is none or nothing matches.
+    pub fn select(&self, sni: Option<&str>) -> &Arc<CertifiedKey> {
+        let Some(sni) = sni else {
+            return &self.default;
+        };
+        let lowered;
+        let sni = if sni.bytes().any(|b| b.is_ascii_uppercase()) {
+            lowered = sni.to_ascii_lowercase();
+            lowered.as_str()
+        } else {
+            sni
+        };
+        self.exact
+            .get(sni)
+            .or_else(|| {
+                sni.split_once('.')
+                    .and_then(|(_, suffix)| self.wildcard.get(suffix))
+            })
+            .unwrap_or(&self.default)
+    }
+}
+
+/// The resolver handed to the TLS listener.
+#[derive(Debug)]
+pub struct CertStore {
+    set: ArcSwap<CertSet>,
+}
+
+impl CertStore {
+    pub fn new(initial: CertSet) -> Self {
+        Self {
+            set: ArcSwap::from_pointee(initial),
+        }
+    }
+
+    /// Publishes a new set; handshakes from now on use it, established connections are untouched.
+    pub fn publish(&self, set: CertSet) {
+        self.set.store(Arc::new(set));
+    }
+}
+
+impl ResolvesServerCert for CertStore {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.set.load().select(hello.server_name()).clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pem_pair(names: &[&str]) -> (String, String) {
+        let c = rcgen::generate_simple_self_signed(
+            names.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        )
+        .unwrap();
+        (c.cert.pem(), c.signing_key.serialize_pem())
+    }
+
+    #[test]
+    fn parses_pem_and_rejects_bad_material() {
+        let (cert, key) = pem_pair(&["a.example"]);
+        let p = ParsedCert::from_pem(cert.as_bytes(), key.as_bytes()).unwrap();
+        assert!(p.not_after > p.not_before);
+        assert!(matches!(
+            ParsedCert::from_pem(b"garbage", key.as_bytes()),
+            Err(CertError::NoCertificate)
+        ));
+        assert!(matches!(
+            ParsedCert::from_pem(cert.as_bytes(), b"garbage"),
+            Err(CertError::NoKey)
+        ));
+        let (_, other_key) = pem_pair(&["b.example"]);
+        assert!(matches!(
+            ParsedCert::from_pem(cert.as_bytes(), other_key.as_bytes()),
+            Err(CertError::KeyMismatch)
+        ));
+        // Errors never echo key material.
+        let err = ParsedCert::from_pem(
+            cert.as_bytes(),
+            b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(!err.contains("AAAA"), "{err}");
+    }
+
+    #[test]
+    fn selects_exact_then_wildcard_then_default() {
+        let key = |n: &str| {
+            let (c, k) = pem_pair(&[n]);
+            ParsedCert::from_pem(c.as_bytes(), k.as_bytes())
+                .unwrap()
+                .key
+        };
+        let (exact, wild, default) = (key("a.example"), key("*.example"), key("default"));
+        let mut set = CertSet::new(default.clone());
+        set.insert("a.example", exact.clone());
+        set.insert("*.example", wild.clone());
+        assert!(Arc::ptr_eq(set.select(Some("A.Example")), &exact));
+        assert!(Arc::ptr_eq(set.select(Some("b.example")), &wild));
+        assert!(Arc::ptr_eq(set.select(Some("c.b.example")), &default));
+        assert!(Arc::ptr_eq(set.select(None), &default));
+        assert_eq!(set.host_count(), 2);
+    }
+}

@@ -1,0 +1,130 @@
+//! The edge's [`ConfigSink`]: parses changed TLS Secrets (here, in the watcher, never in a
+//! handshake), keeps each Secret's last good certificate when a new version is broken or the
+//! Secret goes missing, publishes the certificate set, then the routes.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use k8s_sync::{ConfigSink, ObjectKey, TlsSecret, Translation};
+use router::RoutePublisher;
+
+use crate::cert_store::{CertSet, CertStore, ParsedCert};
+
+#[derive(Default)]
+struct SecretState {
+    /// Last good certificate per Secret, with the material it came from.
+    good: BTreeMap<ObjectKey, (TlsSecret, Arc<ParsedCert>)>,
+    /// Material already rejected (so it is reported once, not at every rebuild).
+    rejected: BTreeMap<ObjectKey, TlsSecret>,
+}
+
+pub struct EdgePublisher {
+    routes: RoutePublisher,
+    certs: Arc<CertStore>,
+    fallback_cert: Arc<ParsedCert>,
+    default_secret: Option<ObjectKey>,
+    state: Mutex<SecretState>,
+}
+
+impl EdgePublisher {
+    pub fn new(
+        routes: RoutePublisher,
+        certs: Arc<CertStore>,
+        fallback_cert: Arc<ParsedCert>,
+        default_secret: Option<ObjectKey>,
+    ) -> Self {
+        Self {
+            routes,
+            certs,
+            fallback_cert,
+            default_secret,
+            state: Mutex::new(SecretState::default()),
+        }
+    }
+}
+
+fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+impl ConfigSink for EdgePublisher {
+    fn apply(&self, translation: Translation) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let now = now_unix();
+        let ingresses_of = |key: &ObjectKey| -> String {
+            let names: Vec<String> = translation
+                .routes
+                .tls
+                .iter()
+                .filter(|b| &b.secret == key)
+                .map(|b| b.ingress.to_string())
+                .collect();
+            names.join(",")
+        };
+        for (key, material) in &translation.tls_secrets {
+            let unchanged = state.good.get(key).is_some_and(|(m, _)| m == material)
+                || state.rejected.get(key) == Some(material);
+            if unchanged {
+                continue;
+            }
+            match ParsedCert::from_pem(&material.cert_pem, &material.key_pem) {
+                Ok(parsed) => {
+                    if parsed.is_out_of_validity(now) {
+                        tracing::warn!(secret = %key, ingress = %ingresses_of(key),
+                            not_before = parsed.not_before, not_after = parsed.not_after,
+                            "certificate is expired or not yet valid; serving it anyway");
+                    } else {
+                        tracing::info!(secret = %key, ingress = %ingresses_of(key),
+                            not_after = parsed.not_after, "certificate loaded");
+                    }
+                    state.rejected.remove(key);
+                    state
+                        .good
+                        .insert(key.clone(), (material.clone(), Arc::new(parsed)));
+                }
+                Err(e) => {
+                    let kept = state.good.contains_key(key);
+                    tracing::warn!(secret = %key, ingress = %ingresses_of(key), error = %e,
+                        kept_last_good = kept, "certificate rejected");
+                    state.rejected.insert(key.clone(), material.clone());
+                }
+            }
+        }
+        // Forget Secrets nothing refers to any more; keep the last good of referenced ones even
+        // if the Secret itself went missing.
+        let referenced: HashSet<&ObjectKey> = translation
+            .routes
+            .tls
+            .iter()
+            .map(|b| &b.secret)
+            .chain(self.default_secret.as_ref())
+            .collect();
+        state.good.retain(|k, _| referenced.contains(k));
+        state.rejected.retain(|k, _| referenced.contains(k));
+
+        let default = self
+            .default_secret
+            .as_ref()
+            .and_then(|k| state.good.get(k))
+            .map_or_else(|| self.fallback_cert.key.clone(), |(_, p)| p.key.clone());
+        let mut set = CertSet::new(default);
+        for binding in &translation.routes.tls {
+            if let Some((_, parsed)) = state.good.get(&binding.secret) {
+                for host in &binding.hosts {
+                    set.insert(host, parsed.key.clone());
+                }
+            }
+        }
+        tracing::info!(
+            hosts = set.host_count(),
+            secrets = state.good.len(),
+            "certificate set published"
+        );
+        self.certs.publish(set);
+        drop(state);
+        self.routes.apply(translation);
+    }
+}
