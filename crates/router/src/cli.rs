@@ -15,6 +15,15 @@ pub enum LogFormat {
     Text,
 }
 
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 with pooled keep-alive connections.
+    Http1,
+    /// HTTP/2 with prior knowledge over plain TCP, multiplexed (WebSocket upgrades still use
+    /// HTTP/1.1).
+    H2c,
+}
+
 fn duration(s: &str) -> Result<Duration, humantime::DurationError> {
     humantime::parse_duration(s)
 }
@@ -65,6 +74,10 @@ pub struct CommonArgs {
     /// After the shutdown delay, how long in-flight requests get to finish.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration)]
     pub shutdown_grace: Duration,
+
+    /// Protocol spoken to backends.
+    #[arg(long, value_enum, default_value = "http1")]
+    pub upstream_protocol: UpstreamProtocol,
 
     /// Worker threads of the data path (default: number of CPUs).
     #[arg(long, value_name = "N")]

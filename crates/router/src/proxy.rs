@@ -40,6 +40,9 @@ pub struct ProxySettings {
     pub redirect_to_https_port: Option<u16>,
     /// `Strict-Transport-Security` value added to responses (HTTPS listeners only).
     pub hsts: Option<String>,
+    /// Speak HTTP/2 with prior knowledge (h2c) to backends instead of pooled HTTP/1.1.
+    /// WebSocket upgrades always use HTTP/1.1.
+    pub upstream_h2c: bool,
 }
 
 /// Paths cert-manager's HTTP-01 solver must reach over plain HTTP.
@@ -223,7 +226,7 @@ impl ProxyHttp for RouterProxy {
 
     async fn upstream_peer(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         let route = ctx
@@ -253,6 +256,9 @@ impl ProxyHttp for RouterProxy {
         o.read_timeout = Some(self.settings.read_timeout);
         o.write_timeout = Some(self.settings.write_timeout);
         o.idle_timeout = Some(self.settings.upstream_idle_timeout);
+        if self.settings.upstream_h2c && !session.is_upgrade_req() {
+            o.set_http_version(2, 2);
+        }
         Ok(Box::new(peer))
     }
 

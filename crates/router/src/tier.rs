@@ -13,7 +13,7 @@ use pingora_core::services::listening::Service;
 use pingora_proxy::{HttpProxy, ProxyServiceBuilder};
 
 use crate::admin::AdminApp;
-use crate::cli::CommonArgs;
+use crate::cli::{CommonArgs, UpstreamProtocol};
 use crate::proxy::{InFlight, ProxySettings, RouterProxy};
 use crate::publish::Health;
 use crate::shutdown::DrainOnTerm;
@@ -74,6 +74,7 @@ pub fn proxy_settings(c: &CommonArgs, tier: &'static str) -> ProxySettings {
         upstream_idle_timeout: c.upstream_keepalive_timeout,
         redirect_to_https_port: None,
         hsts: None,
+        upstream_h2c: matches!(c.upstream_protocol, UpstreamProtocol::H2c),
     }
 }
 
