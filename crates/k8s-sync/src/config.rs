@@ -102,6 +102,9 @@ pub struct RoutingConfig {
     pub tls: Vec<TlsBinding>,
     /// Hosts (exact, or `*.suffix`) whose plain-HTTP requests are redirected to HTTPS.
     pub https_redirect_hosts: BTreeSet<String>,
+    /// Every host any Ingress in the source names (rules or TLS, any class), lowercased: the only
+    /// values a per-host metric label may take.
+    pub known_hosts: BTreeSet<String>,
 }
 
 /// One `spec.tls` entry that resolved to a Secret in the Ingress's namespace.

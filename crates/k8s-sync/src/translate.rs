@@ -46,6 +46,8 @@ pub struct Translation {
     pub tls_secrets: BTreeMap<ObjectKey, TlsSecret>,
     /// Sorted, deduplicated.
     pub problems: Vec<Problem>,
+    /// Objects in the source by kind.
+    pub object_counts: Vec<(&'static str, usize)>,
 }
 
 /// Translates a snapshot into the config one tier serves.
@@ -272,13 +274,39 @@ pub fn translate(snapshot: &Snapshot, settings: &TierSettings) -> Translation {
         .into_iter()
         .filter_map(|(h, on)| on.then_some(h))
         .collect();
+    routes.known_hosts = known_hosts(snapshot);
     let endpoints = resolve_endpoints(snapshot, &routes, &mut problems);
     Translation {
         routes,
         endpoints,
         tls_secrets,
         problems: problems.into_iter().collect(),
+        object_counts: snapshot.counts().to_vec(),
     }
+}
+
+fn known_hosts(snapshot: &Snapshot) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for ing in snapshot.ingresses.values() {
+        let Some(spec) = &ing.spec else { continue };
+        let rule_hosts = spec
+            .rules
+            .iter()
+            .flatten()
+            .filter_map(|r| r.host.as_deref());
+        let tls_hosts = spec
+            .tls
+            .iter()
+            .flatten()
+            .flat_map(|t| t.hosts.iter().flatten())
+            .map(String::as_str);
+        for h in rule_hosts.chain(tls_hosts) {
+            if let Ok(h) = normalize_host(h.trim()) {
+                out.insert(h);
+            }
+        }
+    }
+    out
 }
 
 /// Reads a `kubernetes.io/tls` Secret's PEM material (`data`, or `stringData` as hand-written

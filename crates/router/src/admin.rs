@@ -6,15 +6,19 @@ use http::{Response, StatusCode};
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 
+use std::sync::Arc;
+
+use crate::metrics::Metrics;
 use crate::publish::Health;
 
 pub struct AdminApp {
     health: Health,
+    metrics: Arc<Metrics>,
 }
 
 impl AdminApp {
-    pub fn new(health: Health) -> Self {
-        Self { health }
+    pub fn new(health: Health, metrics: Arc<Metrics>) -> Self {
+        Self { health, metrics }
     }
 }
 
@@ -34,6 +38,18 @@ impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         match session.req_header().uri.path() {
             "/healthz" => text(StatusCode::OK, "ok\n"),
+            "/metrics" => {
+                let body = self.metrics.encode();
+                Response::builder()
+                    .status(StatusCode::OK)
+                    .header(
+                        http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )
+                    .header(http::header::CONTENT_LENGTH, body.len())
+                    .body(body)
+                    .unwrap_or_default()
+            }
             "/readyz" if self.health.is_ready() => text(StatusCode::OK, "ready\n"),
             "/readyz" if self.health.is_draining() => {
                 text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")

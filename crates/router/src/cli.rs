@@ -36,7 +36,7 @@ pub struct CommonArgs {
     #[arg(long, value_name = "DIR", env = "TANDEM_MANIFESTS")]
     pub manifests: PathBuf,
 
-    /// Address of the admin listener: /healthz and /readyz.
+    /// Address of the admin listener: /healthz, /readyz and /metrics.
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:10254")]
     pub admin_listen: String,
 
@@ -74,6 +74,14 @@ pub struct CommonArgs {
     /// After the shutdown delay, how long in-flight requests get to finish.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration)]
     pub shutdown_grace: Duration,
+
+    /// Do not write access-log lines (events are still logged).
+    #[arg(long)]
+    pub no_access_log: bool,
+
+    /// Do not count per-request metrics (config, endpoint and TLS metrics stay).
+    #[arg(long)]
+    pub no_request_metrics: bool,
 
     /// Protocol spoken to backends.
     #[arg(long, value_enum, default_value = "http1")]

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod backend;
 pub mod cli;
 pub mod forwarded;
+pub mod metrics;
 pub mod proxy;
 pub mod publish;
 pub mod route_table;

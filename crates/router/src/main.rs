@@ -7,6 +7,7 @@ use arc_swap::ArcSwap;
 use clap::Parser;
 use k8s_sync::TierSettings;
 use router::cli::{CommonArgs, init_logging};
+use router::metrics::Metrics;
 use router::{Health, InFlight, RoutePublisher, RouteTable, RouterProxy, tier};
 
 #[derive(Parser, Debug)]
@@ -34,13 +35,14 @@ fn main() -> anyhow::Result<()> {
     let c = &cli.common;
     init_logging(c.log_format);
 
-    let routes = Arc::new(ArcSwap::from_pointee(RouteTable::default()));
+    let metrics = Metrics::new("router");
+    let routes = Arc::new(ArcSwap::from_pointee(RouteTable::empty(&metrics)));
     let health = Health::default();
-    let in_flight = InFlight::default();
+    let in_flight = InFlight::new(metrics.requests_in_flight.clone());
     let publisher = Arc::new(RoutePublisher::new(
-        "router",
         routes.clone(),
         health.clone(),
+        metrics.clone(),
     ));
     let settings = TierSettings {
         class: cli.ingress_class.clone(),
@@ -51,7 +53,12 @@ fn main() -> anyhow::Result<()> {
     tier::spawn_manifest_watcher(c.manifests.clone(), settings, publisher)?;
 
     let server = tier::new_server(c, "router");
-    let proxy = RouterProxy::new(routes, tier::proxy_settings(c, "router"), in_flight.clone());
+    let proxy = RouterProxy::new(
+        routes,
+        tier::proxy_settings(c, "router"),
+        in_flight.clone(),
+        metrics.clone(),
+    );
     let mut service = tier::proxy_service(&server, "router", proxy, true);
     for addr in &cli.http_listen {
         service.add_tcp(addr);
@@ -60,6 +67,6 @@ fn main() -> anyhow::Result<()> {
     server.add_service(service);
     tracing::info!(listen = ?cli.http_listen, admin = %c.admin_listen, class = %cli.ingress_class,
         manifests = %c.manifests.display(), "router starting");
-    tier::run(server, c, health, in_flight);
+    tier::run(server, c, health, in_flight, metrics);
     Ok(())
 }

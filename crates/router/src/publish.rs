@@ -9,6 +9,7 @@ use arc_swap::ArcSwap;
 use k8s_sync::{ConfigSink, RoutingConfig, Translation};
 
 use crate::backend::BackendRegistry;
+use crate::metrics::Metrics;
 use crate::route_table::RouteTable;
 
 /// Readiness and drain state, shared by the publisher, the admin endpoint and shutdown.
@@ -48,12 +49,14 @@ pub struct RoutePublisher {
     routes: Arc<ArcSwap<RouteTable>>,
     state: Mutex<PublisherState>,
     health: Health,
+    metrics: Arc<Metrics>,
 }
 
 impl RoutePublisher {
-    pub fn new(tier: &'static str, routes: Arc<ArcSwap<RouteTable>>, health: Health) -> Self {
+    pub fn new(routes: Arc<ArcSwap<RouteTable>>, health: Health, metrics: Arc<Metrics>) -> Self {
         Self {
-            tier,
+            tier: metrics.tier,
+            metrics,
             routes,
             state: Mutex::new(PublisherState {
                 backends: BackendRegistry::default(),
@@ -64,14 +67,56 @@ impl RoutePublisher {
     }
 }
 
+impl RoutePublisher {
+    /// Config metrics: rebuild result, objects, problems, ready endpoints.
+    fn record(&self, t: &Translation, backends: &BackendRegistry) {
+        let m = &self.metrics;
+        let result = if t.problems.is_empty() {
+            "ok"
+        } else {
+            "partial"
+        };
+        m.config_rebuilds.with_label_values(&[result]).inc();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        m.config_last_success.set(now);
+        for (kind, n) in &t.object_counts {
+            m.config_objects.with_label_values(&[kind]).set(*n as i64);
+        }
+        m.config_problems.reset();
+        for p in &t.problems {
+            m.config_problems
+                .with_label_values(&[p.kind, p.reason.as_str()])
+                .inc();
+        }
+        m.config_routes.set(t.routes.route_count() as i64);
+        m.ready_endpoints.reset();
+        for b in backends.iter() {
+            let port = b.key.port.to_string();
+            m.ready_endpoints
+                .with_label_values(&[&b.key.namespace, &b.key.service, &port])
+                .set(b.endpoint_count() as i64);
+        }
+    }
+}
+
 impl ConfigSink for RoutePublisher {
     fn apply(&self, translation: Translation) {
         let started = Instant::now();
         // Only the watcher task publishes; a poisoned lock still holds consistent data.
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         state.backends.sync(&translation.endpoints);
+        self.record(&translation, &state.backends);
         if state.last_routes.as_ref() != Some(&translation.routes) {
-            let (table, problems) = RouteTable::build(&translation.routes, &state.backends);
+            let (table, problems) =
+                RouteTable::build(&translation.routes, &state.backends, &self.metrics);
+            for p in &problems {
+                self.metrics
+                    .config_problems
+                    .with_label_values(&[p.kind, p.reason.as_str()])
+                    .inc();
+            }
             for p in &problems {
                 tracing::warn!(tier = self.tier, kind = p.kind, namespace = %p.namespace, name = %p.name,
                     reason = p.reason.as_str(), detail = %p.detail, "rule rejected");

@@ -11,7 +11,10 @@ use std::sync::Arc;
 
 use k8s_sync::{BackendKey, IngressRef, PathMatch, Problem, ProblemReason, Route, RoutingConfig};
 
+use prometheus::IntCounter;
+
 use crate::backend::{Backend, BackendRegistry};
+use crate::metrics::{Metrics, OTHER_HOST, RouteMetrics};
 
 /// Where a matched request goes, and what to log about it.
 #[derive(Debug)]
@@ -23,6 +26,7 @@ pub struct RouteTarget {
     pub ingress_name: Arc<str>,
     /// Served by the catch-all: a host-less `/` Prefix rule or the default backend.
     pub fallback: bool,
+    pub metrics: RouteMetrics,
 }
 
 /// Path rules of one host.
@@ -70,7 +74,6 @@ impl PathTable {
 }
 
 /// The routes one tier serves. Immutable once built; published with one atomic swap.
-#[derive(Default)]
 pub struct RouteTable {
     exact_hosts: HashMap<String, PathTable>,
     wildcard_hosts: HashMap<String, PathTable>,
@@ -80,32 +83,43 @@ pub struct RouteTable {
     /// Hosts whose plain-HTTP requests the edge redirects to HTTPS: exact, and wildcard suffixes.
     redirect_exact: HashSet<String>,
     redirect_wildcard: HashSet<String>,
+    /// Fallback counters per configured host (exact, and wildcard by suffix), `_other` else.
+    fallback_by_host: HashMap<String, IntCounter>,
+    fallback_by_wildcard: HashMap<String, IntCounter>,
+    fallback_other: IntCounter,
+    /// Counters for requests no rule matched.
+    pub unrouted: RouteMetrics,
 }
 
 impl RouteTable {
     /// Builds a table from translated config, taking backends from the registry (which must
     /// hold every backend the config names). Rules the path table cannot hold are skipped and
     /// returned as problems.
-    pub fn build(config: &RoutingConfig, backends: &BackendRegistry) -> (Self, Vec<Problem>) {
+    pub fn build(
+        config: &RoutingConfig,
+        backends: &BackendRegistry,
+        metrics: &Metrics,
+    ) -> (Self, Vec<Problem>) {
         let mut problems = Vec::new();
-        let mut table = RouteTable::default();
-        fn target(
-            backends: &BackendRegistry,
-            ingress: &IngressRef,
-            key: &BackendKey,
-            fallback: bool,
-        ) -> Option<Arc<RouteTarget>> {
+        let mut table = RouteTable::empty(metrics);
+        let target = |ingress: &IngressRef, key: &BackendKey, fallback: bool| {
             Some(Arc::new(RouteTarget {
                 backend: backends.get(key)?.clone(),
                 ingress: ingress.to_string().into(),
                 namespace: ingress.namespace.as_str().into(),
                 ingress_name: ingress.name.as_str().into(),
                 fallback,
+                metrics: metrics.route_handles(
+                    &ingress.namespace,
+                    &ingress.name,
+                    &key.service,
+                    fallback,
+                ),
             }))
-        }
+        };
         let add =
             |table: &mut PathTable, route: &Route, fallback: bool, problems: &mut Vec<Problem>| {
-                let Some(t) = target(backends, &route.ingress, &route.backend, fallback) else {
+                let Some(t) = target(&route.ingress, &route.backend, fallback) else {
                     return;
                 };
                 if let Err(detail) = table.insert(route, t) {
@@ -134,9 +148,18 @@ impl RouteTable {
             add(&mut table.hostless, r, r.path.is_catch_all(), &mut problems);
         }
         if let Some(db) = &config.default_backend {
-            table.default_backend = target(backends, &db.ingress, &db.backend, true);
+            table.default_backend = target(&db.ingress, &db.backend, true);
         }
         table.route_count = config.route_count();
+        for h in &config.known_hosts {
+            let counter = metrics.fallback_requests.with_label_values(&[h.as_str()]);
+            match h.strip_prefix("*.") {
+                Some(suffix) => table
+                    .fallback_by_wildcard
+                    .insert(suffix.to_owned(), counter),
+                None => table.fallback_by_host.insert(h.clone(), counter),
+            };
+        }
         for h in &config.https_redirect_hosts {
             match h.strip_prefix("*.") {
                 Some(suffix) => table.redirect_wildcard.insert(suffix.to_owned()),
@@ -144,6 +167,35 @@ impl RouteTable {
             };
         }
         (table, problems)
+    }
+
+    /// A table with no routes: every request is a 404.
+    pub fn empty(metrics: &Metrics) -> Self {
+        Self {
+            exact_hosts: HashMap::new(),
+            wildcard_hosts: HashMap::new(),
+            hostless: PathTable::default(),
+            default_backend: None,
+            route_count: 0,
+            redirect_exact: HashSet::new(),
+            redirect_wildcard: HashSet::new(),
+            fallback_by_host: HashMap::new(),
+            fallback_by_wildcard: HashMap::new(),
+            fallback_other: metrics.fallback_requests.with_label_values(&[OTHER_HOST]),
+            unrouted: metrics.unrouted_handles(),
+        }
+    }
+
+    /// The fallback counter for a Host header: its configured host, else `_other`.
+    pub fn fallback_counter(&self, host: &str) -> &IntCounter {
+        let host = normalize_host(host);
+        self.fallback_by_host
+            .get(&*host)
+            .or_else(|| {
+                host.split_once('.')
+                    .and_then(|(_, suffix)| self.fallback_by_wildcard.get(suffix))
+            })
+            .unwrap_or(&self.fallback_other)
     }
 
     pub fn route_count(&self) -> usize {

@@ -14,6 +14,7 @@ use pingora_proxy::{HttpProxy, ProxyServiceBuilder};
 
 use crate::admin::AdminApp;
 use crate::cli::{CommonArgs, UpstreamProtocol};
+use crate::metrics::Metrics;
 use crate::proxy::{InFlight, ProxySettings, RouterProxy};
 use crate::publish::Health;
 use crate::shutdown::DrainOnTerm;
@@ -75,6 +76,8 @@ pub fn proxy_settings(c: &CommonArgs, tier: &'static str) -> ProxySettings {
         redirect_to_https_port: None,
         hsts: None,
         upstream_h2c: matches!(c.upstream_protocol, UpstreamProtocol::H2c),
+        access_log: !c.no_access_log,
+        request_metrics: !c.no_request_metrics,
     }
 }
 
@@ -95,8 +98,14 @@ pub fn proxy_service(
 }
 
 /// Adds the admin listener and runs until shutdown.
-pub fn run(mut server: Server, c: &CommonArgs, health: Health, in_flight: InFlight) {
-    let mut admin = Service::new("admin".to_owned(), AdminApp::new(health.clone()));
+pub fn run(
+    mut server: Server,
+    c: &CommonArgs,
+    health: Health,
+    in_flight: InFlight,
+    metrics: Arc<Metrics>,
+) {
+    let mut admin = Service::new("admin".to_owned(), AdminApp::new(health.clone(), metrics));
     admin.add_tcp(&c.admin_listen);
     server.add_service(admin);
     server.run(RunArgs {

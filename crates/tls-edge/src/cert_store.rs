@@ -6,6 +6,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use prometheus::IntCounter;
+use router::metrics::Metrics;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -120,8 +122,13 @@ impl CertSet {
 
     /// The key for an SNI name; the default when there is none or nothing matches.
     pub fn select(&self, sni: Option<&str>) -> &Arc<CertifiedKey> {
+        self.select_with_kind(sni).0
+    }
+
+    /// The key and how it was chosen: `exact`, `wildcard` or `default`.
+    pub fn select_with_kind(&self, sni: Option<&str>) -> (&Arc<CertifiedKey>, SniMatch) {
         let Some(sni) = sni else {
-            return &self.default;
+            return (&self.default, SniMatch::Default);
         };
         let lowered;
         let sni = if sni.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -130,26 +137,45 @@ impl CertSet {
         } else {
             sni
         };
-        self.exact
-            .get(sni)
-            .or_else(|| {
-                sni.split_once('.')
-                    .and_then(|(_, suffix)| self.wildcard.get(suffix))
-            })
-            .unwrap_or(&self.default)
+        if let Some(k) = self.exact.get(sni) {
+            return (k, SniMatch::Exact);
+        }
+        match sni
+            .split_once('.')
+            .and_then(|(_, suffix)| self.wildcard.get(suffix))
+        {
+            Some(k) => (k, SniMatch::Wildcard),
+            None => (&self.default, SniMatch::Default),
+        }
     }
+}
+
+/// How a certificate was chosen for a ClientHello.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SniMatch {
+    Exact,
+    Wildcard,
+    Default,
 }
 
 /// The resolver handed to the TLS listener.
 #[derive(Debug)]
 pub struct CertStore {
     set: ArcSwap<CertSet>,
+    /// ClientHello counters by [SniMatch] × ALPN offered (h2, http1), resolved once.
+    hellos: [[IntCounter; 2]; 3],
 }
 
 impl CertStore {
-    pub fn new(initial: CertSet) -> Self {
+    pub fn new(initial: CertSet, metrics: &Metrics) -> Self {
+        let c = |cert: &str, alpn: &str| metrics.tls_client_hellos.with_label_values(&[cert, alpn]);
         Self {
             set: ArcSwap::from_pointee(initial),
+            hellos: [
+                [c("exact", "h2"), c("exact", "http1")],
+                [c("wildcard", "h2"), c("wildcard", "http1")],
+                [c("default", "h2"), c("default", "http1")],
+            ],
         }
     }
 
@@ -161,7 +187,13 @@ impl CertStore {
 
 impl ResolvesServerCert for CertStore {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.set.load().select(hello.server_name()).clone())
+        let set = self.set.load();
+        let (key, how) = set.select_with_kind(hello.server_name());
+        let h2 = hello
+            .alpn()
+            .is_some_and(|mut protocols| protocols.any(|p| p == b"h2"));
+        self.hellos[how as usize][usize::from(!h2)].inc();
+        Some(key.clone())
     }
 }
 
@@ -203,6 +235,19 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(!err.contains("AAAA"), "{err}");
+    }
+
+    #[test]
+    fn resolver_counts_hellos_by_match_kind() {
+        let m = Metrics::new("test");
+        let (c, k) = pem_pair(&["default"]);
+        let key = ParsedCert::from_pem(c.as_bytes(), k.as_bytes())
+            .unwrap()
+            .key;
+        let store = CertStore::new(CertSet::new(key), &m);
+        store.hellos[SniMatch::Default as usize][1].inc();
+        let text = String::from_utf8(m.encode()).unwrap();
+        assert!(text.contains(r#"tandem_tls_client_hellos_total{alpn="http1",certificate="default",tier="test"} 1"#), "{text}");
     }
 
     #[test]

@@ -3,7 +3,9 @@
 #![forbid(unsafe_code)]
 
 pub mod cert_store;
+pub mod handshake;
 pub mod publish;
 
-pub use cert_store::{CertError, CertSet, CertStore, ParsedCert};
+pub use cert_store::{CertError, CertSet, CertStore, ParsedCert, SniMatch};
+pub use handshake::HandshakeMetrics;
 pub use publish::EdgePublisher;

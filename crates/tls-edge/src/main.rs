@@ -10,8 +10,9 @@ use clap::Parser;
 use k8s_sync::{ObjectKey, TierSettings};
 use pingora_core::listeners::tls::TlsSettings;
 use router::cli::{CommonArgs, init_logging};
+use router::metrics::Metrics;
 use router::{Health, InFlight, RoutePublisher, RouteTable, RouterProxy, tier};
-use tls_edge::{CertSet, CertStore, EdgePublisher, ParsedCert};
+use tls_edge::{CertSet, CertStore, EdgePublisher, HandshakeMetrics, ParsedCert};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -67,13 +68,18 @@ fn main() -> anyhow::Result<()> {
     let fallback_cert = Arc::new(
         ParsedCert::self_signed().context("cannot make the self-signed default certificate")?,
     );
-    let certs = Arc::new(CertStore::new(CertSet::new(fallback_cert.key.clone())));
+    let metrics = Metrics::new("tls-edge");
+    let certs = Arc::new(CertStore::new(
+        CertSet::new(fallback_cert.key.clone()),
+        &metrics,
+    ));
 
-    let routes = Arc::new(ArcSwap::from_pointee(RouteTable::default()));
+    let routes = Arc::new(ArcSwap::from_pointee(RouteTable::empty(&metrics)));
     let health = Health::default();
-    let in_flight = InFlight::default();
+    let in_flight = InFlight::new(metrics.requests_in_flight.clone());
     let publisher = Arc::new(EdgePublisher::new(
-        RoutePublisher::new("tls-edge", routes.clone(), health.clone()),
+        RoutePublisher::new(routes.clone(), health.clone(), metrics.clone()),
+        metrics.clone(),
         certs.clone(),
         fallback_cert,
         default_secret.clone(),
@@ -91,10 +97,11 @@ fn main() -> anyhow::Result<()> {
     let mut https = tier::proxy_settings(c, "tls-edge");
     https.scheme = "https";
     https.hsts = cli.hsts_max_age.map(|s| format!("max-age={s}"));
-    let proxy = RouterProxy::new(routes.clone(), https, in_flight.clone());
+    let proxy = RouterProxy::new(routes.clone(), https, in_flight.clone(), metrics.clone());
     let mut tls_service = tier::proxy_service(&server, "tls-edge-https", proxy, false);
     for addr in &cli.https_listen {
-        let mut tls = TlsSettings::intermediate("", "").context("TLS settings")?;
+        let mut tls = TlsSettings::with_callbacks(Box::new(HandshakeMetrics(metrics.clone())))
+            .context("TLS settings")?;
         tls.set_cert_resolver(certs.clone());
         tls.enable_h2();
         tls_service.add_tls_with_settings(addr, None, tls);
@@ -102,7 +109,7 @@ fn main() -> anyhow::Result<()> {
 
     let mut plain = tier::proxy_settings(c, "tls-edge");
     plain.redirect_to_https_port = Some(cli.redirect_https_port);
-    let proxy = RouterProxy::new(routes, plain, in_flight.clone());
+    let proxy = RouterProxy::new(routes, plain, in_flight.clone(), metrics.clone());
     let mut plain_service = tier::proxy_service(&server, "tls-edge-http", proxy, true);
     for addr in &cli.http_listen {
         plain_service.add_tcp(addr);
@@ -111,6 +118,6 @@ fn main() -> anyhow::Result<()> {
     server.add_service(plain_service);
     tracing::info!(https = ?cli.https_listen, http = ?cli.http_listen, admin = %c.admin_listen,
         class = %cli.ingress_class, manifests = %c.manifests.display(), "tls-edge starting");
-    tier::run(server, c, health, in_flight);
+    tier::run(server, c, health, in_flight, metrics);
     Ok(())
 }

@@ -8,6 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use k8s_sync::{ConfigSink, ObjectKey, TlsSecret, Translation};
 use router::RoutePublisher;
+use router::metrics::Metrics;
 
 use crate::cert_store::{CertSet, CertStore, ParsedCert};
 
@@ -21,6 +22,7 @@ struct SecretState {
 
 pub struct EdgePublisher {
     routes: RoutePublisher,
+    metrics: Arc<Metrics>,
     certs: Arc<CertStore>,
     fallback_cert: Arc<ParsedCert>,
     default_secret: Option<ObjectKey>,
@@ -30,12 +32,14 @@ pub struct EdgePublisher {
 impl EdgePublisher {
     pub fn new(
         routes: RoutePublisher,
+        metrics: Arc<Metrics>,
         certs: Arc<CertStore>,
         fallback_cert: Arc<ParsedCert>,
         default_secret: Option<ObjectKey>,
     ) -> Self {
         Self {
             routes,
+            metrics,
             certs,
             fallback_cert,
             default_secret,
@@ -111,10 +115,16 @@ impl ConfigSink for EdgePublisher {
             .and_then(|k| state.good.get(k))
             .map_or_else(|| self.fallback_cert.key.clone(), |(_, p)| p.key.clone());
         let mut set = CertSet::new(default);
+        let expiry = &self.metrics.certificate_not_after;
+        expiry.reset();
         for binding in &translation.routes.tls {
             if let Some((_, parsed)) = state.good.get(&binding.secret) {
                 for host in &binding.hosts {
                     set.insert(host, parsed.key.clone());
+                    let s = &binding.secret;
+                    expiry
+                        .with_label_values(&[&s.namespace, &s.name, host])
+                        .set(parsed.not_after as f64);
                 }
             }
         }

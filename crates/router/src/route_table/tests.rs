@@ -36,7 +36,7 @@ fn table(config: &RoutingConfig) -> RouteTable {
     }
     let mut reg = BackendRegistry::default();
     reg.sync(&eps);
-    let (t, problems) = RouteTable::build(config, &reg);
+    let (t, problems) = RouteTable::build(config, &reg, &crate::metrics::Metrics::new("test"));
     assert!(problems.is_empty(), "{problems:?}");
     t
 }
@@ -223,4 +223,21 @@ fn https_redirect_hosts_match_exact_and_one_label_wildcards() {
     assert!(t.redirects_to_https("a.wild.example"));
     assert!(!t.redirects_to_https("a.b.wild.example"));
     assert!(!t.redirects_to_https("other.example"));
+}
+
+#[test]
+fn fallback_counters_are_labelled_by_configured_host_only() {
+    let m = crate::metrics::Metrics::new("test");
+    let mut cfg = RoutingConfig::default();
+    cfg.known_hosts.insert("shop.example".into());
+    cfg.known_hosts.insert("*.brand.example".into());
+    let (t, _) = RouteTable::build(&cfg, &BackendRegistry::default(), &m);
+    t.fallback_counter("Shop.Example:80").inc();
+    t.fallback_counter("a.brand.example").inc();
+    t.fallback_counter("random-attacker-host.test").inc();
+    let text = String::from_utf8(m.encode()).unwrap();
+    assert!(text.contains(r#"host="shop.example""#));
+    assert!(text.contains(r#"host="*.brand.example""#));
+    assert!(text.contains(r#"host="_other""#));
+    assert!(!text.contains("random-attacker"));
 }

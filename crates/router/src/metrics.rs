@@ -1,0 +1,320 @@
+//! Prometheus metrics under the `tandem_` prefix, with `tier` as a label.
+//!
+//! Label values come only from configuration (namespace, Ingress, Service, configured host),
+//! never from the request: an unknown Host header is counted as `_other`, so a hostile client
+//! cannot explode cardinality. Per-request metric handles are resolved when a route table is
+//! built, so the hot path only increments atomics.
+
+use std::sync::Arc;
+
+use prometheus::{
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Host label for a Host header no configuration names.
+pub const OTHER_HOST: &str = "_other";
+
+/// Request-duration buckets in seconds: sub-millisecond proxying up to slow backends.
+const DURATION_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+const CONNECT_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0,
+];
+
+/// Every metric of one tier.
+pub struct Metrics {
+    pub tier: &'static str,
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub fallback_requests: IntCounterVec,
+    pub upstream_connect: HistogramVec,
+    pub upstream_retries: IntCounterVec,
+    pub upstream_errors: IntCounterVec,
+    pub requests_in_flight: IntGauge,
+    pub config_rebuilds: IntCounterVec,
+    pub config_last_success: Gauge,
+    pub config_objects: IntGaugeVec,
+    pub config_problems: IntGaugeVec,
+    pub config_routes: IntGauge,
+    pub ready_endpoints: IntGaugeVec,
+    pub tls_client_hellos: IntCounterVec,
+    pub tls_handshakes: IntCounterVec,
+    pub certificate_not_after: GaugeVec,
+}
+
+fn counter(reg: &Registry, name: &str, help: &str, labels: &[&str], tier: &str) -> IntCounterVec {
+    let v = IntCounterVec::new(Opts::new(name, help).const_label("tier", tier), labels)
+        .expect("static metric definition");
+    reg.register(Box::new(v.clone()))
+        .expect("unique metric name");
+    v
+}
+
+fn gauge_vec(reg: &Registry, name: &str, help: &str, labels: &[&str], tier: &str) -> IntGaugeVec {
+    let v = IntGaugeVec::new(Opts::new(name, help).const_label("tier", tier), labels)
+        .expect("static metric definition");
+    reg.register(Box::new(v.clone()))
+        .expect("unique metric name");
+    v
+}
+
+fn histogram(
+    reg: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: &[f64],
+    tier: &str,
+) -> HistogramVec {
+    let v = HistogramVec::new(
+        HistogramOpts::new(name, help)
+            .const_label("tier", tier)
+            .buckets(buckets.to_vec()),
+        labels,
+    )
+    .expect("static metric definition");
+    reg.register(Box::new(v.clone()))
+        .expect("unique metric name");
+    v
+}
+
+impl Metrics {
+    // Metric definitions are static; a failure here is a programming error caught by tests.
+    #[allow(clippy::expect_used)]
+    pub fn new(tier: &'static str) -> Arc<Self> {
+        let r = Registry::new();
+        let t = tier;
+        let requests_in_flight = IntGauge::with_opts(
+            Opts::new(
+                "tandem_requests_in_flight",
+                "Requests being served now (WebSocket sessions included).",
+            )
+            .const_label("tier", t),
+        )
+        .expect("static metric definition");
+        r.register(Box::new(requests_in_flight.clone()))
+            .expect("unique metric name");
+        let config_last_success = Gauge::with_opts(
+            Opts::new(
+                "tandem_config_last_success_timestamp_seconds",
+                "Unix time of the last configuration published.",
+            )
+            .const_label("tier", t),
+        )
+        .expect("static metric definition");
+        r.register(Box::new(config_last_success.clone()))
+            .expect("unique metric name");
+        let config_routes = IntGauge::with_opts(
+            Opts::new(
+                "tandem_config_routes",
+                "Path rules (and default backend) in the published route table.",
+            )
+            .const_label("tier", t),
+        )
+        .expect("static metric definition");
+        r.register(Box::new(config_routes.clone()))
+            .expect("unique metric name");
+        let certificate_not_after = GaugeVec::new(
+            Opts::new(
+                "tandem_certificate_not_after_timestamp_seconds",
+                "Expiry (notAfter, unix time) of the certificate served per Secret and host.",
+            )
+            .const_label("tier", t),
+            &["namespace", "secret", "host"],
+        )
+        .expect("static metric definition");
+        r.register(Box::new(certificate_not_after.clone()))
+            .expect("unique metric name");
+        Arc::new(Self {
+            tier,
+            requests: counter(
+                &r,
+                "tandem_requests_total",
+                "Requests by the Ingress and Service that served them, status class and whether the legacy fallback served them.",
+                &[
+                    "namespace",
+                    "ingress",
+                    "service",
+                    "status_class",
+                    "fallback",
+                ],
+                t,
+            ),
+            request_duration: histogram(
+                &r,
+                "tandem_request_duration_seconds",
+                "Time from request start to the end of the response, per Ingress and Service.",
+                &["namespace", "ingress", "service"],
+                DURATION_BUCKETS,
+                t,
+            ),
+            fallback_requests: counter(
+                &r,
+                "tandem_fallback_requests_total",
+                "Requests served by the legacy fallback (host-less `/` rule or defaultBackend), per configured host: the migration's progress bar.",
+                &["host"],
+                t,
+            ),
+            upstream_connect: histogram(
+                &r,
+                "tandem_upstream_connect_duration_seconds",
+                "Time to obtain a connection to a backend endpoint (new or pooled).",
+                &["namespace", "service"],
+                CONNECT_BUCKETS,
+                t,
+            ),
+            upstream_retries: counter(
+                &r,
+                "tandem_upstream_retries_total",
+                "Requests retried on another endpoint after a failure.",
+                &["namespace", "service"],
+                t,
+            ),
+            upstream_errors: counter(
+                &r,
+                "tandem_upstream_errors_total",
+                "Backend failures by kind (connect_refused, connect_timeout, read_timeout, ...).",
+                &["namespace", "service", "kind"],
+                t,
+            ),
+            requests_in_flight,
+            config_rebuilds: counter(
+                &r,
+                "tandem_config_rebuilds_total",
+                "Configuration rebuilds by result: ok, or partial when some objects were rejected.",
+                &["result"],
+                t,
+            ),
+            config_last_success,
+            config_objects: gauge_vec(
+                &r,
+                "tandem_config_objects",
+                "Objects in the source, by kind.",
+                &["kind"],
+                t,
+            ),
+            config_problems: gauge_vec(
+                &r,
+                "tandem_config_problems",
+                "Rejected objects or rules in the current configuration, by kind and reason.",
+                &["kind", "reason"],
+                t,
+            ),
+            config_routes,
+            ready_endpoints: gauge_vec(
+                &r,
+                "tandem_backend_ready_endpoints",
+                "Ready endpoints per backend (Service port).",
+                &["namespace", "service", "port"],
+                t,
+            ),
+            tls_client_hellos: counter(
+                &r,
+                "tandem_tls_client_hellos_total",
+                "TLS ClientHellos by the certificate chosen (exact, wildcard, default) and ALPN offered (h2, http1).",
+                &["certificate", "alpn"],
+                t,
+            ),
+            tls_handshakes: counter(
+                &r,
+                "tandem_tls_handshakes_total",
+                "Completed TLS handshakes by protocol version; failed = client hellos - completed.",
+                &["result", "version"],
+                t,
+            ),
+            certificate_not_after,
+            registry: r,
+        })
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        buf
+    }
+
+    /// Handles of one route's per-request metrics, resolved once per table build.
+    pub fn route_handles(
+        &self,
+        namespace: &str,
+        ingress: &str,
+        service: &str,
+        fallback: bool,
+    ) -> RouteMetrics {
+        let fb = if fallback { "true" } else { "false" };
+        let by_class = |class: &str| {
+            self.requests
+                .with_label_values(&[namespace, ingress, service, class, fb])
+        };
+        RouteMetrics {
+            by_status_class: [
+                by_class("1xx"),
+                by_class("2xx"),
+                by_class("3xx"),
+                by_class("4xx"),
+                by_class("5xx"),
+            ],
+            duration: self
+                .request_duration
+                .with_label_values(&[namespace, ingress, service]),
+            connect: self
+                .upstream_connect
+                .with_label_values(&[namespace, service]),
+            retries: self
+                .upstream_retries
+                .with_label_values(&[namespace, service]),
+        }
+    }
+
+    /// Counters for requests no route matched, or that failed before one did.
+    pub fn unrouted_handles(&self) -> RouteMetrics {
+        self.route_handles("", "", "", false)
+    }
+}
+
+/// Pre-resolved metric handles of one route.
+#[derive(Clone, Debug)]
+pub struct RouteMetrics {
+    by_status_class: [IntCounter; 5],
+    pub duration: Histogram,
+    pub connect: Histogram,
+    pub retries: IntCounter,
+}
+
+impl RouteMetrics {
+    pub fn count(&self, status: u16) {
+        // Status 0 (connection gone before a response) counts as 5xx: the request failed.
+        let i = match status {
+            100..=199 => 0,
+            200..=299 => 1,
+            300..=399 => 2,
+            400..=499 => 3,
+            _ => 4,
+        };
+        self.by_status_class[i].inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registers_and_encodes_with_tier_label() {
+        let m = Metrics::new("router");
+        let h = m.route_handles("ns", "ing", "svc", true);
+        h.count(204);
+        h.count(503);
+        m.fallback_requests.with_label_values(&[OTHER_HOST]).inc();
+        let text = String::from_utf8(m.encode()).unwrap();
+        assert!(text.contains(r#"tandem_requests_total{fallback="true",ingress="ing",namespace="ns",service="svc",status_class="2xx",tier="router"} 1"#), "{text}");
+        assert!(text.contains(r#"status_class="5xx",tier="router"} 1"#));
+        assert!(text.contains(r#"tandem_fallback_requests_total{host="_other",tier="router"} 1"#));
+    }
+}
