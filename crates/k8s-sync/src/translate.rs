@@ -125,20 +125,22 @@ pub fn translate(snapshot: &Snapshot, settings: &TierSettings) -> Translation {
                     // No Secret: these hosts get the default certificate.
                     continue;
                 };
+                let secret_key = ObjectKey::new(key.namespace.as_str(), secret_name);
                 if secret_name.contains('/') {
                     problems.insert(problem(
                         ProblemReason::CrossNamespaceSecret,
                         format!("tls secretName {secret_name:?}: Secrets are only read from the Ingress's own namespace"),
                     ));
-                    continue;
-                }
-                let secret_key = ObjectKey::new(key.namespace.as_str(), secret_name);
-                match tls_secret(snapshot, &secret_key) {
-                    Ok(material) => {
-                        tls_secrets.insert(secret_key.clone(), material);
-                    }
-                    Err((reason, detail)) => {
-                        problems.insert(problem(reason, detail));
+                    // Still bound (to a name no Secret can have), so the hosts keep their last
+                    // good certificate rather than dropping to the default.
+                } else {
+                    match tls_secret(snapshot, &secret_key) {
+                        Ok(material) => {
+                            tls_secrets.insert(secret_key.clone(), material);
+                        }
+                        Err((reason, detail)) => {
+                            problems.insert(problem(reason, detail));
+                        }
                     }
                 }
                 routes.tls.push(TlsBinding {

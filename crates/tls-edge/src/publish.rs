@@ -18,6 +18,9 @@ struct SecretState {
     good: BTreeMap<ObjectKey, (TlsSecret, Arc<ParsedCert>)>,
     /// Material already rejected (so it is reported once, not at every rebuild).
     rejected: BTreeMap<ObjectKey, TlsSecret>,
+    /// Last certificate served per host: kept while the host's Secret is broken, missing or
+    /// wrongly referenced, dropped when no edge Ingress lists the host any more.
+    by_host: BTreeMap<String, (ObjectKey, Arc<ParsedCert>)>,
 }
 
 pub struct EdgePublisher {
@@ -117,13 +120,28 @@ impl ConfigSink for EdgePublisher {
         let mut set = CertSet::new(default);
         let expiry = &self.metrics.certificate_not_after;
         expiry.reset();
+        let SecretState { good, by_host, .. } = &mut *state;
+        let bound: HashSet<&str> = translation
+            .routes
+            .tls
+            .iter()
+            .flat_map(|b| b.hosts.iter().map(String::as_str))
+            .collect();
+        by_host.retain(|h, _| bound.contains(h.as_str()));
         for binding in &translation.routes.tls {
-            if let Some((_, parsed)) = state.good.get(&binding.secret) {
-                for host in &binding.hosts {
+            for host in &binding.hosts {
+                let served = match good.get(&binding.secret) {
+                    Some((_, parsed)) => {
+                        let entry = (binding.secret.clone(), parsed.clone());
+                        by_host.insert(host.clone(), entry.clone());
+                        Some(entry)
+                    }
+                    None => by_host.get(host).cloned(),
+                };
+                if let Some((secret, parsed)) = served {
                     set.insert(host, parsed.key.clone());
-                    let s = &binding.secret;
                     expiry
-                        .with_label_values(&[&s.namespace, &s.name, host])
+                        .with_label_values(&[&secret.namespace, &secret.name, host])
                         .set(parsed.not_after as f64);
                 }
             }
