@@ -327,7 +327,10 @@ mod tests {
         let mut tcp = TcpStream::connect(addr).await.expect("connect");
         tcp.write_all(request.as_bytes()).await.expect("write");
         let mut out = Vec::new();
-        tcp.read_to_end(&mut out).await.expect("read");
+        tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut out))
+            .await
+            .expect("server closes the connection")
+            .expect("read");
         String::from_utf8(out).expect("utf8")
     }
 
@@ -390,7 +393,7 @@ mod tests {
         let (addr, _stop, _task) = start().await;
         let resp = raw_request(
             addr,
-            "GET /ws HTTP/1.1\r\nHost: h\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+            "GET /ws HTTP/1.1\r\nHost: h\r\nConnection: upgrade, close\r\nUpgrade: websocket\r\n\r\n",
         )
         .await;
         assert!(resp.starts_with("HTTP/1.1 400 "), "{resp}");
