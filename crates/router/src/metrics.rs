@@ -214,14 +214,14 @@ impl Metrics {
             tls_client_hellos: counter(
                 &r,
                 "tandem_tls_client_hellos_total",
-                "TLS ClientHellos by the certificate chosen (exact, wildcard, default) and ALPN offered (h2, http1).",
+                "TLS ClientHello messages by the certificate chosen (exact, wildcard, default) and ALPN offered (h2, http1); a TLS 1.3 HelloRetryRequest makes two for one handshake.",
                 &["certificate", "alpn"],
                 t,
             ),
             tls_handshakes: counter(
                 &r,
                 "tandem_tls_handshakes_total",
-                "Completed TLS handshakes by protocol version; failed = client hellos - completed.",
+                "Completed TLS handshakes by protocol version; failed handshakes = client hellos - completed (less HelloRetryRequests).",
                 &["result", "version"],
                 t,
             ),

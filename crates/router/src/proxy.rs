@@ -268,6 +268,10 @@ impl ProxyHttp for RouterProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.request_id = request_id(session);
+        // The client as this tier sees it, also for requests answered here (404, 503, redirect).
+        ctx.client = peer_ip(session).map(|peer| {
+            forwarded::client_ip(session.req_header(), peer, &self.settings.trusted_proxies)
+        });
         let (route, redirect) = {
             let table = self.routes.load();
             let path = session.req_header().uri.path();
@@ -452,7 +456,17 @@ impl ProxyHttp for RouterProxy {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        if e.esource() == &ErrorSource::Upstream {
+        // Connect failures were counted in fail_to_connect, once per attempt.
+        let connect_failure = matches!(
+            e.etype(),
+            ErrorType::ConnectTimedout
+                | ErrorType::ConnectRefused
+                | ErrorType::ConnectNoRoute
+                | ErrorType::ConnectError
+                | ErrorType::SocketError
+                | ErrorType::BindError
+        );
+        if e.esource() == &ErrorSource::Upstream && !connect_failure {
             self.count_upstream_error(ctx, e);
         }
         let code = match e.etype() {

@@ -41,6 +41,8 @@ impl Health {
 struct PublisherState {
     backends: BackendRegistry,
     last_routes: Option<RoutingConfig>,
+    /// Rules the last route-table build rejected; still problems while those routes stand.
+    build_problems: Vec<k8s_sync::Problem>,
 }
 
 /// The router's [`ConfigSink`].
@@ -61,6 +63,7 @@ impl RoutePublisher {
             state: Mutex::new(PublisherState {
                 backends: BackendRegistry::default(),
                 last_routes: None,
+                build_problems: Vec::new(),
             }),
             health,
         }
@@ -69,9 +72,14 @@ impl RoutePublisher {
 
 impl RoutePublisher {
     /// Config metrics: rebuild result, objects, problems, ready endpoints.
-    fn record(&self, t: &Translation, backends: &BackendRegistry) {
+    fn record(
+        &self,
+        t: &Translation,
+        backends: &BackendRegistry,
+        build_problems: &[k8s_sync::Problem],
+    ) {
         let m = &self.metrics;
-        let result = if t.problems.is_empty() {
+        let result = if t.problems.is_empty() && build_problems.is_empty() {
             "ok"
         } else {
             "partial"
@@ -85,7 +93,7 @@ impl RoutePublisher {
             m.config_objects.with_label_values(&[kind]).set(*n as i64);
         }
         m.config_problems.reset();
-        for p in &t.problems {
+        for p in t.problems.iter().chain(build_problems) {
             m.config_problems
                 .with_label_values(&[p.kind, p.reason.as_str()])
                 .inc();
@@ -107,29 +115,28 @@ impl ConfigSink for RoutePublisher {
         // Only the watcher task publishes; a poisoned lock still holds consistent data.
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         state.backends.sync(&translation.endpoints);
-        self.record(&translation, &state.backends);
-        if state.last_routes.as_ref() != Some(&translation.routes) {
+        let table = (state.last_routes.as_ref() != Some(&translation.routes)).then(|| {
             let (table, problems) =
                 RouteTable::build(&translation.routes, &state.backends, &self.metrics);
-            for p in &problems {
-                self.metrics
-                    .config_problems
-                    .with_label_values(&[p.kind, p.reason.as_str()])
-                    .inc();
-            }
             for p in &problems {
                 tracing::warn!(tier = self.tier, kind = p.kind, namespace = %p.namespace, name = %p.name,
                     reason = p.reason.as_str(), detail = %p.detail, "rule rejected");
             }
-            self.routes.store(Arc::new(table));
-            state.last_routes = Some(translation.routes);
-            tracing::info!(
-                tier = self.tier,
-                took_us = started.elapsed().as_micros() as u64,
-                "route table published"
-            );
-        } else {
-            tracing::info!(tier = self.tier, "endpoints updated; routes unchanged");
+            state.build_problems = problems;
+            table
+        });
+        self.record(&translation, &state.backends, &state.build_problems);
+        match table {
+            Some(table) => {
+                self.routes.store(Arc::new(table));
+                state.last_routes = Some(translation.routes);
+                tracing::info!(
+                    tier = self.tier,
+                    took_us = started.elapsed().as_micros() as u64,
+                    "route table published"
+                );
+            }
+            None => tracing::info!(tier = self.tier, "endpoints updated; routes unchanged"),
         }
         self.health.loaded.store(true, Ordering::Release);
     }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use k8s_sync::{ConfigSink, ObjectKey, TlsSecret, Translation};
+use k8s_sync::{ConfigSink, ObjectKey, Problem, ProblemReason, TlsSecret, Translation};
 use router::RoutePublisher;
 use router::metrics::Metrics;
 
@@ -58,7 +58,7 @@ fn now_unix() -> i64 {
 }
 
 impl ConfigSink for EdgePublisher {
-    fn apply(&self, translation: Translation) {
+    fn apply(&self, mut translation: Translation) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let now = now_unix();
         let ingresses_of = |key: &ObjectKey| -> String {
@@ -71,7 +71,28 @@ impl ConfigSink for EdgePublisher {
                 .collect();
             names.join(",")
         };
+        let mut cert_problems = Vec::new();
         for (key, material) in &translation.tls_secrets {
+            if let Some((_, parsed)) = state.good.get(key).filter(|(m, _)| m == material) {
+                // Unchanged and good; still a problem while out of validity.
+                if parsed.is_out_of_validity(now) {
+                    cert_problems.push((
+                        key.clone(),
+                        ProblemReason::CertificateExpired,
+                        "certificate is expired or not yet valid; served anyway".to_owned(),
+                    ));
+                }
+                continue;
+            }
+            if let Some(m) = state.rejected.get(key).filter(|m| *m == material) {
+                let _ = m;
+                cert_problems.push((
+                    key.clone(),
+                    ProblemReason::CertificateInvalid,
+                    "certificate rejected (see the earlier log line)".to_owned(),
+                ));
+                continue;
+            }
             let unchanged = state.good.get(key).is_some_and(|(m, _)| m == material)
                 || state.rejected.get(key) == Some(material);
             if unchanged {
@@ -80,6 +101,11 @@ impl ConfigSink for EdgePublisher {
             match ParsedCert::from_pem(&material.cert_pem, &material.key_pem) {
                 Ok(parsed) => {
                     if parsed.is_out_of_validity(now) {
+                        cert_problems.push((
+                            key.clone(),
+                            ProblemReason::CertificateExpired,
+                            "certificate is expired or not yet valid; served anyway".to_owned(),
+                        ));
                         tracing::warn!(secret = %key, ingress = %ingresses_of(key),
                             not_before = parsed.not_before, not_after = parsed.not_after,
                             "certificate is expired or not yet valid; serving it anyway");
@@ -93,6 +119,11 @@ impl ConfigSink for EdgePublisher {
                         .insert(key.clone(), (material.clone(), Arc::new(parsed)));
                 }
                 Err(e) => {
+                    cert_problems.push((
+                        key.clone(),
+                        ProblemReason::CertificateInvalid,
+                        e.to_string(),
+                    ));
                     let kept = state.good.contains_key(key);
                     tracing::warn!(secret = %key, ingress = %ingresses_of(key), error = %e,
                         kept_last_good = kept, "certificate rejected");
@@ -153,6 +184,16 @@ impl ConfigSink for EdgePublisher {
         );
         self.certs.publish(set);
         drop(state);
+        // Certificate problems count like any other rejected object (metrics, rebuild result).
+        for (key, reason, detail) in cert_problems {
+            translation.problems.push(Problem {
+                kind: "Secret",
+                namespace: key.namespace,
+                name: key.name,
+                reason,
+                detail,
+            });
+        }
         self.routes.apply(translation);
     }
 }
