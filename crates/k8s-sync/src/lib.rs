@@ -6,19 +6,23 @@
 //! it to the data path with one atomic swap.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod config;
+pub mod events;
 pub mod manifest;
 pub mod object;
 pub mod problem;
+pub mod status;
 pub mod sync;
 pub mod translate;
 
+pub use api::{ApiOptions, SyncObserver, run_api_sync};
 pub use config::{
     BackendKey, DefaultBackend, EndpointSet, IngressRef, PathMatch, Route, RoutingConfig,
     ServicePortRef, TlsBinding, TlsSecret,
 };
 pub use manifest::{FileProblem, ManifestDir};
-pub use object::{Object, ObjectKey, Snapshot};
+pub use object::{Kind, Object, ObjectKey, Snapshot};
 pub use problem::{Problem, ProblemReason};
 pub use sync::{ConfigSink, run_manifest_sync};
 pub use translate::{TierSettings, Translation, translate};

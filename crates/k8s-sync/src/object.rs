@@ -34,6 +34,39 @@ impl std::fmt::Display for ObjectKey {
     }
 }
 
+/// The kinds tandem reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    Ingress,
+    IngressClass,
+    Service,
+    EndpointSlice,
+    Endpoints,
+    Secret,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 6] = [
+        Kind::IngressClass,
+        Kind::Ingress,
+        Kind::Service,
+        Kind::EndpointSlice,
+        Kind::Endpoints,
+        Kind::Secret,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Ingress => "Ingress",
+            Kind::IngressClass => "IngressClass",
+            Kind::Service => "Service",
+            Kind::EndpointSlice => "EndpointSlice",
+            Kind::Endpoints => "Endpoints",
+            Kind::Secret => "Secret",
+        }
+    }
+}
+
 /// One object of a kind tandem uses.
 #[derive(Clone, Debug)]
 pub enum Object {
@@ -71,6 +104,16 @@ impl Object {
             Self::EndpointSlice(_) => "EndpointSlice",
             Self::Endpoints(_) => "Endpoints",
             Self::Secret(_) => "Secret",
+        }
+    }
+
+    /// Drops what the data path never reads but costs memory at scale: managed fields and
+    /// kubectl's last-applied copy of the whole object.
+    pub fn trim(&mut self) {
+        let meta = self.meta_mut();
+        meta.managed_fields = None;
+        if let Some(a) = meta.annotations.as_mut() {
+            a.remove("kubectl.kubernetes.io/last-applied-configuration");
         }
     }
 
@@ -195,6 +238,46 @@ impl Snapshot {
             Object::EndpointSlice(o) => put(&mut self.endpoint_slices, key, *o),
             Object::Endpoints(o) => put(&mut self.endpoints, key, *o),
             Object::Secret(o) => put(&mut self.secrets, key, *o),
+        }
+    }
+
+    /// Adds or replaces an object.
+    pub fn upsert(&mut self, obj: Object) {
+        let key = obj.key();
+        match obj {
+            Object::Ingress(o) => drop(self.ingresses.insert(key, *o)),
+            Object::IngressClass(o) => drop(self.ingress_classes.insert(key, *o)),
+            Object::Service(o) => drop(self.services.insert(key, *o)),
+            Object::EndpointSlice(o) => drop(self.endpoint_slices.insert(key, *o)),
+            Object::Endpoints(o) => drop(self.endpoints.insert(key, *o)),
+            Object::Secret(o) => drop(self.secrets.insert(key, *o)),
+        }
+    }
+
+    /// Removes an object of a kind; returns whether it was there.
+    pub fn remove(&mut self, kind: Kind, key: &ObjectKey) -> bool {
+        match kind {
+            Kind::Ingress => self.ingresses.remove(key).is_some(),
+            Kind::IngressClass => self.ingress_classes.remove(key).is_some(),
+            Kind::Service => self.services.remove(key).is_some(),
+            Kind::EndpointSlice => self.endpoint_slices.remove(key).is_some(),
+            Kind::Endpoints => self.endpoints.remove(key).is_some(),
+            Kind::Secret => self.secrets.remove(key).is_some(),
+        }
+    }
+
+    /// Replaces every object of a kind at once (a completed relist).
+    pub fn replace_kind(&mut self, kind: Kind, objects: Vec<Object>) {
+        match kind {
+            Kind::Ingress => self.ingresses.clear(),
+            Kind::IngressClass => self.ingress_classes.clear(),
+            Kind::Service => self.services.clear(),
+            Kind::EndpointSlice => self.endpoint_slices.clear(),
+            Kind::Endpoints => self.endpoints.clear(),
+            Kind::Secret => self.secrets.clear(),
+        }
+        for o in objects {
+            self.upsert(o);
         }
     }
 

@@ -48,6 +48,8 @@ pub struct Translation {
     pub problems: Vec<Problem>,
     /// Objects in the source by kind.
     pub object_counts: Vec<(&'static str, usize)>,
+    /// Ingresses of this tier's class: the ones whose status the leader writes.
+    pub served_ingresses: Vec<ObjectKey>,
 }
 
 /// Translates a snapshot into the config one tier serves.
@@ -75,6 +77,7 @@ pub fn translate(snapshot: &Snapshot, settings: &TierSettings) -> Translation {
         .then_with(|| ka.cmp(kb))
     });
 
+    let served_ingresses = ingresses.iter().map(|(k, _)| (*k).clone()).collect();
     let mut routes = RoutingConfig::default();
     let mut tls_secrets = BTreeMap::new();
     // Hosts with TLS, and whether every Ingress naming them keeps the redirect on.
@@ -284,6 +287,7 @@ pub fn translate(snapshot: &Snapshot, settings: &TierSettings) -> Translation {
         tls_secrets,
         problems: problems.into_iter().collect(),
         object_counts: snapshot.counts().to_vec(),
+        served_ingresses,
     }
 }
 
