@@ -32,9 +32,49 @@ fn duration(s: &str) -> Result<Duration, humantime::DurationError> {
 #[derive(Args, Clone, Debug)]
 pub struct CommonArgs {
     /// Directory of Kubernetes manifests (multi-document YAML/JSON) to serve from, re-read on
-    /// change. Required until the Kubernetes API source lands.
+    /// change. Without it the Kubernetes API is watched (in-cluster config, KUBECONFIG or
+    /// --kubeconfig).
     #[arg(long, value_name = "DIR", env = "TANDEM_MANIFESTS")]
-    pub manifests: PathBuf,
+    pub manifests: Option<PathBuf>,
+
+    /// Kubeconfig file for the API source (default: in-cluster config, then KUBECONFIG).
+    #[arg(long, value_name = "PATH", conflicts_with = "manifests")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Watch namespaced objects in this namespace only (default: all namespaces).
+    #[arg(long, value_name = "NAMESPACE")]
+    pub watch_namespace: Option<String>,
+
+    /// NAMESPACE/NAME of the Service fronting this tier: its spec.externalIPs (else its
+    /// status.loadBalancer.ingress) become the Ingresses' status addresses.
+    #[arg(long, value_name = "NAMESPACE/NAME")]
+    pub publish_service: Option<String>,
+
+    /// Comma-separated addresses (IPs or hostnames) written into Ingress status instead of a
+    /// publish Service's.
+    #[arg(long, value_name = "ADDRS", conflicts_with = "publish_service")]
+    pub publish_status_address: Option<String>,
+
+    /// Name of the coordination.k8s.io/v1 Lease electing the replica that writes status
+    /// (default: tandem-<tier>-<ingress class>).
+    #[arg(long, value_name = "NAME")]
+    pub election_id: Option<String>,
+
+    /// Namespace of the election Lease (default: $POD_NAMESPACE, else "default").
+    #[arg(long, value_name = "NAMESPACE", env = "POD_NAMESPACE")]
+    pub election_namespace: Option<String>,
+
+    /// This replica's identity in the election (default: $POD_NAME, else hostname-pid).
+    #[arg(long, value_name = "NAME", env = "POD_NAME")]
+    pub pod_name: Option<String>,
+
+    /// How long a Lease holds without renewal before another replica may take it.
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = duration)]
+    pub lease_duration: Duration,
+
+    /// How often the Lease is renewed (and taken when free).
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = duration)]
+    pub lease_renew_interval: Duration,
 
     /// Address of the admin listener: /healthz, /readyz and /metrics.
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:10254")]

@@ -50,7 +50,7 @@ fn main() -> anyhow::Result<()> {
         tls: false,
         default_certificate: None,
     };
-    tier::spawn_manifest_watcher(c.manifests.clone(), settings, publisher)?;
+    tier::spawn_source(c, "router", settings, publisher)?;
 
     let server = tier::new_server(c, "router");
     let proxy = RouterProxy::new(
@@ -66,7 +66,7 @@ fn main() -> anyhow::Result<()> {
     let mut server = server;
     server.add_service(service);
     tracing::info!(listen = ?cli.http_listen, admin = %c.admin_listen, class = %cli.ingress_class,
-        manifests = %c.manifests.display(), "router starting");
+        source = %c.manifests.as_ref().map_or_else(|| "kubernetes-api".to_owned(), |m| m.display().to_string()), "router starting");
     tier::run(server, c, health, in_flight, metrics);
     Ok(())
 }

@@ -90,7 +90,7 @@ fn main() -> anyhow::Result<()> {
         tls: true,
         default_certificate: default_secret,
     };
-    tier::spawn_manifest_watcher(c.manifests.clone(), settings, publisher)?;
+    tier::spawn_source(c, "tls-edge", settings, publisher)?;
 
     let mut server = tier::new_server(c, "tls-edge");
 
@@ -117,7 +117,7 @@ fn main() -> anyhow::Result<()> {
     server.add_service(tls_service);
     server.add_service(plain_service);
     tracing::info!(https = ?cli.https_listen, http = ?cli.http_listen, admin = %c.admin_listen,
-        class = %cli.ingress_class, manifests = %c.manifests.display(), "tls-edge starting");
+        class = %cli.ingress_class, source = %c.manifests.as_ref().map_or_else(|| "kubernetes-api".to_owned(), |m| m.display().to_string()), "tls-edge starting");
     tier::run(server, c, health, in_flight, metrics);
     Ok(())
 }
