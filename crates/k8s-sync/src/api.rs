@@ -20,8 +20,8 @@ use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 
 use crate::object::{Kind, Object, ObjectKey, Snapshot};
-use crate::sync::ConfigSink;
-use crate::translate::{TierSettings, Translation, translate};
+use crate::sync::{ConfigSink, Rebuilder};
+use crate::translate::{TierSettings, Translation};
 
 /// What to watch.
 #[derive(Clone, Debug, Default)]
@@ -150,9 +150,10 @@ pub async fn run_api_sync(
     opts: ApiOptions,
     settings: TierSettings,
     sink: Arc<dyn ConfigSink>,
-    mut observers: Vec<Box<dyn SyncObserver>>,
+    observers: Vec<Box<dyn SyncObserver>>,
 ) {
     let (mut changes, kinds) = watch_all(&client, &opts);
+    let mut rebuilder = Rebuilder::new(settings, sink, observers);
     let mut snapshot = Snapshot::default();
     // Relists in progress: a kind's buffer replaces it only once complete.
     let mut relisting: BTreeMap<Kind, Vec<Object>> = BTreeMap::new();
@@ -169,20 +170,7 @@ pub async fn run_api_sync(
                 c = changes.next() => c,
                 _ = tokio::time::sleep_until(at) => {
                     rebuild_at = None;
-                    let t0 = Instant::now();
-                    let translation = translate(&snapshot, &settings);
-                    for o in observers.iter_mut() {
-                        o.observe(&snapshot, &translation);
-                    }
-                    tracing::info!(
-                        routes = translation.routes.route_count(),
-                        backends = translation.endpoints.0.len(),
-                        problems = translation.problems.len(),
-                        ingresses = snapshot.ingresses.len(),
-                        took_us = t0.elapsed().as_micros() as u64,
-                        "config rebuilt"
-                    );
-                    sink.apply(translation);
+                    rebuilder.rebuild(&snapshot);
                     if !first_published {
                         first_published = true;
                         tracing::info!(took_ms = started.elapsed().as_millis() as u64,

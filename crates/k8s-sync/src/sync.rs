@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use notify::Watcher;
 use tokio::sync::mpsc;
 
+use crate::api::SyncObserver;
 use crate::manifest::ManifestDir;
+use crate::object::Snapshot;
 use crate::problem::Problem;
 use crate::translate::{TierSettings, Translation, translate};
 
@@ -28,6 +30,48 @@ pub enum SyncError {
     },
     #[error("cannot watch manifest directory {dir}: {source}")]
     Watch { dir: PathBuf, source: notify::Error },
+}
+
+/// Translates a snapshot, reports what changed among the problems, lets observers see it and
+/// hands it to the sink. Shared by every source.
+pub(crate) struct Rebuilder {
+    settings: TierSettings,
+    sink: Arc<dyn ConfigSink>,
+    observers: Vec<Box<dyn SyncObserver>>,
+    reported: BTreeSet<Problem>,
+}
+
+impl Rebuilder {
+    pub(crate) fn new(
+        settings: TierSettings,
+        sink: Arc<dyn ConfigSink>,
+        observers: Vec<Box<dyn SyncObserver>>,
+    ) -> Self {
+        Self {
+            settings,
+            sink,
+            observers,
+            reported: BTreeSet::new(),
+        }
+    }
+
+    pub(crate) fn rebuild(&mut self, snapshot: &Snapshot) {
+        let started = Instant::now();
+        let translation = translate(snapshot, &self.settings);
+        report_problems(&mut self.reported, &translation.problems);
+        for o in self.observers.iter_mut() {
+            o.observe(snapshot, &translation);
+        }
+        tracing::info!(
+            routes = translation.routes.route_count(),
+            backends = translation.endpoints.0.len(),
+            problems = translation.problems.len(),
+            ingresses = snapshot.ingresses.len(),
+            took_us = started.elapsed().as_micros() as u64,
+            "config rebuilt"
+        );
+        self.sink.apply(translation);
+    }
 }
 
 /// Events are coalesced for this long, so an editor's write-rename-chmod is one rebuild.
@@ -59,10 +103,9 @@ pub async fn run_manifest_sync(
         })?;
 
     let mut source = ManifestDir::new(dir.clone());
-    let mut reported: BTreeSet<Problem> = BTreeSet::new();
+    let mut rebuilder = Rebuilder::new(settings, sink, Vec::new());
     let mut first = true;
     loop {
-        let started = Instant::now();
         match source.rescan() {
             Ok(rescan) => {
                 for p in &rescan.new_problems {
@@ -78,17 +121,7 @@ pub async fn run_manifest_sync(
                     for d in &duplicates {
                         tracing::warn!(file = %d.file.display(), reason = %d.reason, "duplicate object");
                     }
-                    let translation = translate(&snapshot, &settings);
-                    report_problems(&mut reported, &translation.problems);
-                    tracing::info!(
-                        routes = translation.routes.route_count(),
-                        backends = translation.endpoints.0.len(),
-                        problems = translation.problems.len(),
-                        ingresses = snapshot.ingresses.len(),
-                        took_us = started.elapsed().as_micros() as u64,
-                        "config rebuilt"
-                    );
-                    sink.apply(translation);
+                    rebuilder.rebuild(&snapshot);
                     first = false;
                 }
             }
