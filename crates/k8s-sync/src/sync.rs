@@ -16,8 +16,12 @@ use crate::translate::{TierSettings, Translation, translate};
 
 /// Where a tier publishes each new translation (one atomic swap, off the hot path).
 pub trait ConfigSink: Send + Sync + 'static {
-    /// Called with every translation that differs from the last; the first call means the
-    /// first full load of the source is published.
+    /// Called before observers see a translation: a tier may add problems it finds itself
+    /// (the edge: certificates that do not parse), so they are logged, counted and reported.
+    fn prepare(&self, _translation: &mut Translation) {}
+
+    /// Called with every translation; the first call means the first full load of the source
+    /// is published.
     fn apply(&self, translation: Translation);
 }
 
@@ -57,7 +61,8 @@ impl Rebuilder {
 
     pub(crate) fn rebuild(&mut self, snapshot: &Snapshot) {
         let started = Instant::now();
-        let translation = translate(snapshot, &self.settings);
+        let mut translation = translate(snapshot, &self.settings);
+        self.sink.prepare(&mut translation);
         report_problems(&mut self.reported, &translation.problems);
         for o in self.observers.iter_mut() {
             o.observe(snapshot, &translation);

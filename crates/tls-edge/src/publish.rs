@@ -2,11 +2,11 @@
 //! handshake), keeps each Secret's last good certificate when a new version is broken or the
 //! Secret goes missing, publishes the certificate set, then the routes.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use k8s_sync::{ConfigSink, ObjectKey, Problem, ProblemReason, TlsSecret, Translation};
+use k8s_sync::{ConfigSink, ObjectKey, Problem, ProblemReason, TlsBinding, TlsSecret, Translation};
 use router::RoutePublisher;
 use router::metrics::Metrics;
 
@@ -21,6 +21,10 @@ struct SecretState {
     /// Last certificate served per host: kept while the host's Secret is broken, missing or
     /// wrongly referenced, dropped when no edge Ingress lists the host any more.
     by_host: BTreeMap<String, (ObjectKey, Arc<ParsedCert>)>,
+    /// Certificates changed since the last published set.
+    changed: bool,
+    /// Bindings of the last published set.
+    last_tls: Option<Vec<TlsBinding>>,
 }
 
 pub struct EdgePublisher {
@@ -58,34 +62,40 @@ fn now_unix() -> i64 {
 }
 
 impl ConfigSink for EdgePublisher {
-    fn apply(&self, mut translation: Translation) {
+    /// Parses Secrets whose material changed and adds certificate problems to the translation,
+    /// so they are logged, counted and sent as Events like any other rejected object.
+    fn prepare(&self, translation: &mut Translation) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let now = now_unix();
-        let ingresses_of = |key: &ObjectKey| -> String {
-            let names: Vec<String> = translation
-                .routes
-                .tls
-                .iter()
-                .filter(|b| &b.secret == key)
-                .map(|b| b.ingress.to_string())
-                .collect();
-            names.join(",")
+        // Which Ingresses name a Secret, for log lines; built only if something is parsed.
+        let mut named_by: Option<HashMap<&ObjectKey, Vec<String>>> = None;
+        let mut ingresses_of = |key: &ObjectKey| -> String {
+            let map = named_by.get_or_insert_with(|| {
+                let mut m: HashMap<&ObjectKey, Vec<String>> = HashMap::new();
+                for b in &translation.routes.tls {
+                    m.entry(&b.secret).or_default().push(b.ingress.to_string());
+                }
+                m
+            });
+            map.get(key).map(|v| v.join(",")).unwrap_or_default()
         };
         let mut cert_problems = Vec::new();
+        let expired = |key: &ObjectKey| {
+            (
+                key.clone(),
+                ProblemReason::CertificateExpired,
+                "certificate is expired or not yet valid; served anyway".to_owned(),
+            )
+        };
         for (key, material) in &translation.tls_secrets {
             if let Some((_, parsed)) = state.good.get(key).filter(|(m, _)| m == material) {
                 // Unchanged and good; still a problem while out of validity.
                 if parsed.is_out_of_validity(now) {
-                    cert_problems.push((
-                        key.clone(),
-                        ProblemReason::CertificateExpired,
-                        "certificate is expired or not yet valid; served anyway".to_owned(),
-                    ));
+                    cert_problems.push(expired(key));
                 }
                 continue;
             }
-            if let Some(m) = state.rejected.get(key).filter(|m| *m == material) {
-                let _ = m;
+            if state.rejected.get(key) == Some(material) {
                 cert_problems.push((
                     key.clone(),
                     ProblemReason::CertificateInvalid,
@@ -93,19 +103,11 @@ impl ConfigSink for EdgePublisher {
                 ));
                 continue;
             }
-            let unchanged = state.good.get(key).is_some_and(|(m, _)| m == material)
-                || state.rejected.get(key) == Some(material);
-            if unchanged {
-                continue;
-            }
+            state.changed = true;
             match ParsedCert::from_pem(&material.cert_pem, &material.key_pem) {
                 Ok(parsed) => {
                     if parsed.is_out_of_validity(now) {
-                        cert_problems.push((
-                            key.clone(),
-                            ProblemReason::CertificateExpired,
-                            "certificate is expired or not yet valid; served anyway".to_owned(),
-                        ));
+                        cert_problems.push(expired(key));
                         tracing::warn!(secret = %key, ingress = %ingresses_of(key),
                             not_before = parsed.not_before, not_after = parsed.not_after,
                             "certificate is expired or not yet valid; serving it anyway");
@@ -119,14 +121,14 @@ impl ConfigSink for EdgePublisher {
                         .insert(key.clone(), (material.clone(), Arc::new(parsed)));
                 }
                 Err(e) => {
+                    let kept = state.good.contains_key(key);
+                    tracing::warn!(secret = %key, ingress = %ingresses_of(key), error = %e,
+                        kept_last_good = kept, "certificate rejected");
                     cert_problems.push((
                         key.clone(),
                         ProblemReason::CertificateInvalid,
                         e.to_string(),
                     ));
-                    let kept = state.good.contains_key(key);
-                    tracing::warn!(secret = %key, ingress = %ingresses_of(key), error = %e,
-                        kept_last_good = kept, "certificate rejected");
                     state.rejected.insert(key.clone(), material.clone());
                 }
             }
@@ -140,9 +142,39 @@ impl ConfigSink for EdgePublisher {
             .map(|b| &b.secret)
             .chain(self.default_secret.as_ref())
             .collect();
+        let before = state.good.len() + state.rejected.len();
         state.good.retain(|k, _| referenced.contains(k));
         state.rejected.retain(|k, _| referenced.contains(k));
+        state.changed |= state.good.len() + state.rejected.len() != before;
+        drop(state);
+        for (key, reason, detail) in cert_problems {
+            translation.problems.push(Problem {
+                kind: "Secret",
+                namespace: key.namespace,
+                name: key.name,
+                reason,
+                detail,
+            });
+        }
+    }
 
+    /// Publishes a new certificate set when bindings or certificates changed, then the routes.
+    fn apply(&self, translation: Translation) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let unchanged = !state.changed && state.last_tls.as_ref() == Some(&translation.routes.tls);
+        if !unchanged {
+            self.publish_certs(&mut state, &translation.routes.tls);
+            state.last_tls = Some(translation.routes.tls.clone());
+            state.changed = false;
+        }
+        drop(state);
+        self.routes.apply(translation);
+    }
+}
+
+impl EdgePublisher {
+    fn publish_certs(&self, state: &mut SecretState, bindings: &[TlsBinding]) {
+        let started = std::time::Instant::now();
         let default = self
             .default_secret
             .as_ref()
@@ -151,15 +183,13 @@ impl ConfigSink for EdgePublisher {
         let mut set = CertSet::new(default);
         let expiry = &self.metrics.certificate_not_after;
         expiry.reset();
-        let SecretState { good, by_host, .. } = &mut *state;
-        let bound: HashSet<&str> = translation
-            .routes
-            .tls
+        let SecretState { good, by_host, .. } = state;
+        let bound: HashSet<&str> = bindings
             .iter()
             .flat_map(|b| b.hosts.iter().map(String::as_str))
             .collect();
         by_host.retain(|h, _| bound.contains(h.as_str()));
-        for binding in &translation.routes.tls {
+        for binding in bindings {
             for host in &binding.hosts {
                 let served = match good.get(&binding.secret) {
                     Some((_, parsed)) => {
@@ -179,21 +209,10 @@ impl ConfigSink for EdgePublisher {
         }
         tracing::info!(
             hosts = set.host_count(),
-            secrets = state.good.len(),
+            secrets = good.len(),
+            took_us = started.elapsed().as_micros() as u64,
             "certificate set published"
         );
         self.certs.publish(set);
-        drop(state);
-        // Certificate problems count like any other rejected object (metrics, rebuild result).
-        for (key, reason, detail) in cert_problems {
-            translation.problems.push(Problem {
-                kind: "Secret",
-                namespace: key.namespace,
-                name: key.name,
-                reason,
-                detail,
-            });
-        }
-        self.routes.apply(translation);
     }
 }
