@@ -2,10 +2,10 @@
 //!
 //! Label values come only from configuration (namespace, Ingress, Service, configured host),
 //! never from the request: an unknown Host header is counted as `_other`, so a hostile client
-//! cannot explode cardinality. Per-request metric handles are resolved when a route table is
-//! built, so the hot path only increments atomics.
+//! cannot explode cardinality. A route's series are created on its first request and cached in
+//! the route, so later requests only increment atomics.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
@@ -239,55 +239,59 @@ impl Metrics {
         buf
     }
 
-    /// Handles of one route's per-request metrics, resolved once per table build.
+    /// Per-request metric handles of one route. Series are created on a route's first request
+    /// (so idle routes add no series) and cached, so later requests only touch atomics.
     pub fn route_handles(
-        &self,
+        self: &Arc<Self>,
         namespace: &str,
         ingress: &str,
         service: &str,
         fallback: bool,
-    ) -> RouteMetrics {
-        let fb = if fallback { "true" } else { "false" };
-        let by_class = |class: &str| {
-            self.requests
-                .with_label_values(&[namespace, ingress, service, class, fb])
-        };
-        RouteMetrics {
-            by_status_class: [
-                by_class("1xx"),
-                by_class("2xx"),
-                by_class("3xx"),
-                by_class("4xx"),
-                by_class("5xx"),
+    ) -> Arc<RouteMetrics> {
+        Arc::new(RouteMetrics {
+            metrics: self.clone(),
+            labels: [
+                namespace.to_owned(),
+                ingress.to_owned(),
+                service.to_owned(),
+                if fallback { "true" } else { "false" }.to_owned(),
             ],
-            duration: self
-                .request_duration
-                .with_label_values(&[namespace, ingress, service]),
-            connect: self
-                .upstream_connect
-                .with_label_values(&[namespace, service]),
-            retries: self
-                .upstream_retries
-                .with_label_values(&[namespace, service]),
-        }
+            by_status_class: Default::default(),
+            duration: OnceLock::new(),
+            connect: OnceLock::new(),
+            retries: OnceLock::new(),
+        })
     }
 
-    /// Counters for requests no route matched, or that failed before one did.
-    pub fn unrouted_handles(&self) -> RouteMetrics {
+    /// Handles for requests no route matched.
+    pub fn unrouted_handles(self: &Arc<Self>) -> Arc<RouteMetrics> {
         self.route_handles("", "", "", false)
     }
 }
 
-/// Pre-resolved metric handles of one route.
-#[derive(Clone, Debug)]
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Lazily resolved metric handles of one route.
 pub struct RouteMetrics {
-    by_status_class: [IntCounter; 5],
-    pub duration: Histogram,
-    pub connect: Histogram,
-    pub retries: IntCounter,
+    metrics: Arc<Metrics>,
+    /// namespace, ingress, service, fallback.
+    labels: [String; 4],
+    by_status_class: [OnceLock<IntCounter>; 5],
+    duration: OnceLock<Histogram>,
+    connect: OnceLock<Histogram>,
+    retries: OnceLock<IntCounter>,
+}
+
+impl std::fmt::Debug for RouteMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteMetrics")
+            .field("labels", &self.labels)
+            .finish()
+    }
 }
 
 impl RouteMetrics {
+    /// Counts a finished request by status class.
     pub fn count(&self, status: u16) {
         // Status 0 (connection gone before a response) counts as 5xx: the request failed.
         let i = match status {
@@ -297,7 +301,39 @@ impl RouteMetrics {
             400..=499 => 3,
             _ => 4,
         };
-        self.by_status_class[i].inc();
+        let [ns, ing, svc, fb] = &self.labels;
+        self.by_status_class[i]
+            .get_or_init(|| {
+                self.metrics
+                    .requests
+                    .with_label_values(&[ns, ing, svc, STATUS_CLASSES[i], fb])
+            })
+            .inc();
+    }
+
+    pub fn observe_duration(&self, seconds: f64) {
+        let [ns, ing, svc, _] = &self.labels;
+        self.duration
+            .get_or_init(|| {
+                self.metrics
+                    .request_duration
+                    .with_label_values(&[ns, ing, svc])
+            })
+            .observe(seconds);
+    }
+
+    pub fn observe_connect(&self, seconds: f64) {
+        let [ns, _, svc, _] = &self.labels;
+        self.connect
+            .get_or_init(|| self.metrics.upstream_connect.with_label_values(&[ns, svc]))
+            .observe(seconds);
+    }
+
+    pub fn count_retry(&self) {
+        let [ns, _, svc, _] = &self.labels;
+        self.retries
+            .get_or_init(|| self.metrics.upstream_retries.with_label_values(&[ns, svc]))
+            .inc();
     }
 }
 

@@ -151,7 +151,7 @@ impl RouterProxy {
 pub struct RequestCtx {
     route: Option<Arc<RouteTarget>>,
     /// Metrics of the route, or of unrouted requests.
-    metrics: Option<RouteMetrics>,
+    metrics: Option<Arc<RouteMetrics>>,
     /// Fallback counter of the request's configured host, when the fallback serves it.
     fallback_counter: Option<IntCounter>,
     request_id: String,
@@ -381,7 +381,7 @@ impl ProxyHttp for RouterProxy {
         if untried {
             e.set_retry(true);
             if let Some(m) = &ctx.metrics {
-                m.retries.inc();
+                m.count_retry();
             }
         }
         e
@@ -400,7 +400,7 @@ impl ProxyHttp for RouterProxy {
         let now = Instant::now();
         ctx.connected = Some(now);
         if let (Some(m), Some(start)) = (&ctx.metrics, ctx.attempt_started) {
-            m.connect.observe((now - start).as_secs_f64());
+            m.observe_connect((now - start).as_secs_f64());
         }
         Ok(())
     }
@@ -506,7 +506,7 @@ impl ProxyHttp for RouterProxy {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         if let Some(m) = &ctx.metrics {
             m.count(status);
-            m.duration.observe(ctx.started.elapsed().as_secs_f64());
+            m.observe_duration(ctx.started.elapsed().as_secs_f64());
         }
         if let Some(c) = &ctx.fallback_counter {
             c.inc();

@@ -26,7 +26,7 @@ pub struct RouteTarget {
     pub ingress_name: Arc<str>,
     /// Served by the catch-all: a host-less `/` Prefix rule or the default backend.
     pub fallback: bool,
-    pub metrics: RouteMetrics,
+    pub metrics: Arc<RouteMetrics>,
 }
 
 /// Path rules of one host.
@@ -88,7 +88,7 @@ pub struct RouteTable {
     fallback_by_wildcard: HashMap<String, IntCounter>,
     fallback_other: IntCounter,
     /// Counters for requests no rule matched.
-    pub unrouted: RouteMetrics,
+    pub unrouted: Arc<RouteMetrics>,
 }
 
 impl RouteTable {
@@ -98,7 +98,7 @@ impl RouteTable {
     pub fn build(
         config: &RoutingConfig,
         backends: &BackendRegistry,
-        metrics: &Metrics,
+        metrics: &Arc<Metrics>,
     ) -> (Self, Vec<Problem>) {
         let mut problems = Vec::new();
         let mut table = RouteTable::empty(metrics);
@@ -170,7 +170,7 @@ impl RouteTable {
     }
 
     /// A table with no routes: every request is a 404.
-    pub fn empty(metrics: &Metrics) -> Self {
+    pub fn empty(metrics: &Arc<Metrics>) -> Self {
         Self {
             exact_hosts: HashMap::new(),
             wildcard_hosts: HashMap::new(),
