@@ -14,6 +14,10 @@ use router::metrics::Metrics;
 use router::{Health, InFlight, RoutePublisher, RouteTable, RouterProxy, tier};
 use tls_edge::{CertSet, CertStore, EdgePublisher, HandshakeMetrics, ParsedCert};
 
+// Same allocator as the router (see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "tls-edge",
