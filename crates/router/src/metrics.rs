@@ -293,12 +293,13 @@ impl std::fmt::Debug for RouteMetrics {
 impl RouteMetrics {
     /// Counts a finished request by status class.
     pub fn count(&self, status: u16) {
-        // Status 0 (connection gone before a response) counts as 5xx: the request failed.
+        // Status 0: the client went away before a response was written; counted as 4xx, as
+        // nginx logs it (499), so client aborts do not inflate the backend error rate.
         let i = match status {
             100..=199 => 0,
             200..=299 => 1,
             300..=399 => 2,
-            400..=499 => 3,
+            0 | 400..=499 => 3,
             _ => 4,
         };
         let [ns, ing, svc, fb] = &self.labels;

@@ -360,6 +360,9 @@ impl ProxyHttp for RouterProxy {
         o.idle_timeout = Some(self.settings.upstream_idle_timeout);
         if self.settings.upstream_h2c && !session.is_upgrade_req() {
             o.set_http_version(2, 2);
+            // Multiplex: pingora's default of one stream per connection would make h2c a
+            // slower HTTP/1.1.
+            o.max_h2_streams = 100;
         }
         Ok(Box::new(peer))
     }
