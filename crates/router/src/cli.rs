@@ -123,9 +123,11 @@ pub struct CommonArgs {
     #[arg(long)]
     pub no_request_metrics: bool,
 
-    /// Protocol spoken to backends.
-    #[arg(long, value_enum, default_value = "http1")]
-    pub upstream_protocol: UpstreamProtocol,
+    /// Protocol spoken to backends (default: http1 on the router; h2c on the edge, whose backend
+    /// is normally the router — measured faster, see BENCHMARKS.md; set http1 when an edge
+    /// Ingress names a backend that does not speak h2c).
+    #[arg(long, value_enum)]
+    pub upstream_protocol: Option<UpstreamProtocol>,
 
     /// Worker threads of the data path (default: number of CPUs).
     #[arg(long, value_name = "N")]

@@ -90,7 +90,10 @@ pub fn proxy_settings(c: &CommonArgs, tier: &'static str) -> ProxySettings {
         upstream_idle_timeout: c.upstream_keepalive_timeout,
         redirect_to_https_port: None,
         hsts: None,
-        upstream_h2c: matches!(c.upstream_protocol, UpstreamProtocol::H2c),
+        upstream_h2c: match c.upstream_protocol {
+            Some(p) => matches!(p, UpstreamProtocol::H2c),
+            None => tier == "tls-edge",
+        },
         access_log: !c.no_access_log,
         request_metrics: !c.no_request_metrics,
     }
