@@ -507,12 +507,13 @@ impl ProxyHttp for RouterProxy {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        if let Some(m) = &ctx.metrics {
-            m.count(status);
-            m.observe_duration(ctx.started.elapsed().as_secs_f64());
-        }
+        // requests_total last: once a request is counted, its other series are updated too.
         if let Some(c) = &ctx.fallback_counter {
             c.inc();
+        }
+        if let Some(m) = &ctx.metrics {
+            m.observe_duration(ctx.started.elapsed().as_secs_f64());
+            m.count(status);
         }
         if !self.settings.access_log {
             return;
