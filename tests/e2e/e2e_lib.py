@@ -599,18 +599,7 @@ class Router:
 
     def json_logs(self) -> list[dict]:
         """All JSON log lines, flattened (tracing's nested ``fields`` / ``span`` merged in)."""
-        out = []
-        for line in self.proc.log_lines():
-            line = line.strip()
-            if not line.startswith("{"):
-                continue
-            try:
-                obj = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(obj, dict):
-                out.append(flatten_log(obj))
-        return out
+        return json_log_lines(self.proc.log_lines())
 
     def access_logs(self) -> list[dict]:
         """JSON log entries that look like access-log lines (have ``status`` and ``service``/``ingress``)."""
@@ -622,6 +611,22 @@ class Router:
 
 class _Fatal(Exception):
     pass
+
+
+def json_log_lines(lines: Iterable[str]) -> list[dict]:
+    """The lines that are JSON objects, flattened with :func:`flatten_log`."""
+    out = []
+    for line in lines:
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(obj, dict):
+            out.append(flatten_log(obj))
+    return out
 
 
 def flatten_log(obj: dict) -> dict:

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from e2e_lib import http_request, wait_until
+from e2e_lib import http_request, json_log_lines, wait_until
 
 # --------------------------------------------------------------------------- exposition format
 
@@ -201,22 +201,7 @@ ACCESS_TARGET = "tandem::access"
 
 def json_lines(text: str) -> list[dict]:
     """Every log line that is a JSON object (tracing's nested ``fields`` merged in)."""
-    out = []
-    for line in text.splitlines():
-        line = line.strip()
-        if not line.startswith("{"):
-            continue
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(obj, dict):
-            flat = dict(obj)
-            if isinstance(obj.get("fields"), dict):
-                for k, v in obj["fields"].items():
-                    flat.setdefault(k, v)
-            out.append(flat)
-    return out
+    return json_log_lines(text.splitlines())
 
 
 def access_lines(proc_or_text: Any) -> list[dict]:

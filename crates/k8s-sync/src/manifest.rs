@@ -69,10 +69,6 @@ impl ManifestDir {
         }
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     /// Re-reads files whose stamp changed, forgets deleted ones.
     pub fn rescan(&mut self) -> std::io::Result<Rescan> {
         let mut found = BTreeMap::new();

@@ -46,15 +46,6 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
-        Kind::IngressClass,
-        Kind::Ingress,
-        Kind::Service,
-        Kind::EndpointSlice,
-        Kind::Endpoints,
-        Kind::Secret,
-    ];
-
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Ingress => "Ingress",

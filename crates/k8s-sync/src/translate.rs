@@ -592,10 +592,7 @@ fn resolve_endpoints(
         if let Some(slices) = slices {
             for slice in slices {
                 let ports = slice.ports.as_deref().unwrap_or(&[]);
-                let Some(p) = ports
-                    .iter()
-                    .find(|p| p.name.as_deref().unwrap_or("") == port_name)
-                    .or_else(|| (single_port && ports.len() == 1).then(|| &ports[0]))
+                let Some(p) = matching_port(ports, |p| p.name.as_deref(), port_name, single_port)
                     .and_then(|p| p.port)
                 else {
                     continue;
@@ -613,10 +610,7 @@ fn resolve_endpoints(
             // Selector-less Services with hand-written Endpoints: the legacy fallback's case.
             for subset in eps.subsets.iter().flatten() {
                 let ports = subset.ports.as_deref().unwrap_or(&[]);
-                let Some(p) = ports
-                    .iter()
-                    .find(|p| p.name.as_deref().unwrap_or("") == port_name)
-                    .or_else(|| (single_port && ports.len() == 1).then(|| &ports[0]))
+                let Some(p) = matching_port(ports, |p| p.name.as_deref(), port_name, single_port)
                     .map(|p| p.port)
                 else {
                     continue;
@@ -630,6 +624,20 @@ fn resolve_endpoints(
         out.insert(backend.clone(), addrs);
     }
     EndpointSet(out)
+}
+
+/// The endpoint port behind a Service port: the one of the same name, or the only one when the
+/// Service has a single port too (both sides may leave it unnamed).
+fn matching_port<'a, P>(
+    ports: &'a [P],
+    name: impl Fn(&P) -> Option<&str>,
+    wanted: &str,
+    single_service_port: bool,
+) -> Option<&'a P> {
+    ports
+        .iter()
+        .find(|p| name(p).unwrap_or("") == wanted)
+        .or_else(|| (single_service_port && ports.len() == 1).then(|| &ports[0]))
 }
 
 fn find_service_port<'a>(service: &'a Service, port: &ServicePortRef) -> Option<&'a ServicePort> {

@@ -114,8 +114,19 @@ pub fn client_ip(req: &RequestHeader, peer: IpAddr, trusted: &TrustedProxies) ->
 /// Rewrites the forwarded headers of a request about to go upstream. Returns the client address
 /// after trusted-proxy handling.
 pub fn apply(req: &mut RequestHeader, hop: Hop, trusted: &TrustedProxies) -> IpAddr {
-    let trusted_peer = trusted.contains(hop.peer);
     let client = client_ip(req, hop.peer, trusted);
+    apply_for_client(req, hop, trusted, client);
+    client
+}
+
+/// [`apply`] when the client address was already worked out (by [`client_ip`]) for this request.
+pub fn apply_for_client(
+    req: &mut RequestHeader,
+    hop: Hop,
+    trusted: &TrustedProxies,
+    client: IpAddr,
+) {
+    let trusted_peer = trusted.contains(hop.peer);
     let peer = canonical(hop.peer);
 
     let xff = match joined(req, X_FORWARDED_FOR).filter(|_| trusted_peer) {
@@ -168,7 +179,6 @@ pub fn apply(req: &mut RequestHeader, hop: Hop, trusted: &TrustedProxies) -> IpA
         None => element,
     };
     set(req, FORWARDED, forwarded);
-    client
 }
 
 #[cfg(test)]

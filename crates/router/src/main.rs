@@ -3,17 +3,10 @@
 
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use clap::Parser;
 use k8s_sync::TierSettings;
 use router::cli::{CommonArgs, init_logging};
-use router::metrics::Metrics;
-use router::{Health, InFlight, RoutePublisher, RouteTable, RouterProxy, tier};
-
-// The data path allocates small, short-lived buffers per request; mimalloc measured faster
-// than the system allocator for this (see BENCHMARKS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+use router::tier;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -40,15 +33,8 @@ fn main() -> anyhow::Result<()> {
     let c = &cli.common;
     init_logging(c.log_format);
 
-    let metrics = Metrics::new("router");
-    let routes = Arc::new(ArcSwap::from_pointee(RouteTable::empty(&metrics)));
-    let health = Health::default();
-    let in_flight = InFlight::new(metrics.requests_in_flight.clone());
-    let publisher = Arc::new(RoutePublisher::new(
-        routes.clone(),
-        health.clone(),
-        metrics.clone(),
-    ));
+    let state = tier::TierState::new("router");
+    let publisher = Arc::new(state.route_publisher());
     let settings = TierSettings {
         class: cli.ingress_class.clone(),
         watch_without_class: c.watch_ingress_without_class,
@@ -58,12 +44,7 @@ fn main() -> anyhow::Result<()> {
     tier::spawn_source(c, "router", settings, publisher)?;
 
     let server = tier::new_server(c, "router");
-    let proxy = RouterProxy::new(
-        routes,
-        tier::proxy_settings(c, "router"),
-        in_flight.clone(),
-        metrics.clone(),
-    );
+    let proxy = state.proxy(tier::proxy_settings(c, "router"));
     let mut service = tier::proxy_service(&server, "router", proxy, true);
     for addr in &cli.http_listen {
         service.add_tcp(addr);
@@ -71,7 +52,7 @@ fn main() -> anyhow::Result<()> {
     let mut server = server;
     server.add_service(service);
     tracing::info!(listen = ?cli.http_listen, admin = %c.admin_listen, class = %cli.ingress_class,
-        source = %c.manifests.as_ref().map_or_else(|| "kubernetes-api".to_owned(), |m| m.display().to_string()), "router starting");
-    tier::run(server, c, health, in_flight, metrics);
+        source = %tier::source_name(c), "router starting");
+    tier::run(server, c, state);
     Ok(())
 }

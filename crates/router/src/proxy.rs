@@ -414,7 +414,8 @@ impl ProxyHttp for RouterProxy {
         upstream_request: &mut pingora_http::RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let Some(peer) = peer_ip(session) {
+        // ctx.client was resolved from the same headers in request_filter.
+        if let (Some(peer), Some(client)) = (peer_ip(session), ctx.client) {
             let port = session
                 .server_addr()
                 .and_then(|a| a.as_inet())
@@ -424,11 +425,12 @@ impl ProxyHttp for RouterProxy {
                 scheme: self.settings.scheme,
                 port,
             };
-            ctx.client = Some(forwarded::apply(
+            forwarded::apply_for_client(
                 upstream_request,
                 hop,
                 &self.settings.trusted_proxies,
-            ));
+                client,
+            );
         }
         upstream_request.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
         Ok(())

@@ -25,10 +25,6 @@ impl Health {
         self.loaded.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire)
     }
 
-    pub fn is_loaded(&self) -> bool {
-        self.loaded.load(Ordering::Acquire)
-    }
-
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::Release);
     }

@@ -79,7 +79,6 @@ pub struct RouteTable {
     wildcard_hosts: HashMap<String, PathTable>,
     hostless: PathTable,
     default_backend: Option<Arc<RouteTarget>>,
-    route_count: usize,
     /// Hosts whose plain-HTTP requests the edge redirects to HTTPS: exact, and wildcard suffixes.
     redirect_exact: HashSet<String>,
     redirect_wildcard: HashSet<String>,
@@ -150,7 +149,6 @@ impl RouteTable {
         if let Some(db) = &config.default_backend {
             table.default_backend = target(&db.ingress, &db.backend, true);
         }
-        table.route_count = config.route_count();
         for h in &config.known_hosts {
             let counter = metrics.fallback_requests.with_label_values(&[h.as_str()]);
             match h.strip_prefix("*.") {
@@ -176,7 +174,6 @@ impl RouteTable {
             wildcard_hosts: HashMap::new(),
             hostless: PathTable::default(),
             default_backend: None,
-            route_count: 0,
             redirect_exact: HashSet::new(),
             redirect_wildcard: HashSet::new(),
             fallback_by_host: HashMap::new(),
@@ -196,10 +193,6 @@ impl RouteTable {
                     .and_then(|(_, suffix)| self.fallback_by_wildcard.get(suffix))
             })
             .unwrap_or(&self.fallback_other)
-    }
-
-    pub fn route_count(&self) -> usize {
-        self.route_count
     }
 
     /// Finds the route for a Host header (port and case ignored) and a path (no query).

@@ -20,8 +20,10 @@ use crate::admin::AdminApp;
 use crate::cli::{CommonArgs, UpstreamProtocol};
 use crate::metrics::Metrics;
 use crate::proxy::{InFlight, ProxySettings, RouterProxy};
-use crate::publish::Health;
+use crate::publish::{Health, RoutePublisher};
+use crate::route_table::RouteTable;
 use crate::shutdown::DrainOnTerm;
+use arc_swap::ArcSwap;
 
 /// Starts the config source — the manifest directory, else the Kubernetes API — on its own
 /// thread and runtime, off the data path. The process exits if the source cannot start.
@@ -115,14 +117,62 @@ pub fn proxy_service(
         .build()
 }
 
+/// What every tier shares between its watcher, its proxies, admin and shutdown.
+pub struct TierState {
+    pub tier: &'static str,
+    pub metrics: Arc<Metrics>,
+    pub routes: Arc<ArcSwap<RouteTable>>,
+    pub health: Health,
+    pub in_flight: InFlight,
+}
+
+impl TierState {
+    pub fn new(tier: &'static str) -> Self {
+        let metrics = Metrics::new(tier);
+        Self {
+            tier,
+            routes: Arc::new(ArcSwap::from_pointee(RouteTable::empty(&metrics))),
+            health: Health::default(),
+            in_flight: InFlight::new(metrics.requests_in_flight.clone()),
+            metrics,
+        }
+    }
+
+    /// The sink that publishes this tier's routes.
+    pub fn route_publisher(&self) -> RoutePublisher {
+        RoutePublisher::new(
+            self.routes.clone(),
+            self.health.clone(),
+            self.metrics.clone(),
+        )
+    }
+
+    /// A proxy over this tier's routes.
+    pub fn proxy(&self, settings: ProxySettings) -> RouterProxy {
+        RouterProxy::new(
+            self.routes.clone(),
+            settings,
+            self.in_flight.clone(),
+            self.metrics.clone(),
+        )
+    }
+}
+
+/// The config source, for the start-up log line.
+pub fn source_name(c: &CommonArgs) -> String {
+    c.manifests
+        .as_ref()
+        .map_or_else(|| "kubernetes-api".to_owned(), |m| m.display().to_string())
+}
+
 /// Adds the admin listener and runs until shutdown.
-pub fn run(
-    mut server: Server,
-    c: &CommonArgs,
-    health: Health,
-    in_flight: InFlight,
-    metrics: Arc<Metrics>,
-) {
+pub fn run(mut server: Server, c: &CommonArgs, state: TierState) {
+    let TierState {
+        health,
+        in_flight,
+        metrics,
+        ..
+    } = state;
     let mut admin = Service::new("admin".to_owned(), AdminApp::new(health.clone(), metrics));
     admin.add_tcp(&c.admin_listen);
     server.add_service(admin);

@@ -5,18 +5,12 @@
 use std::sync::Arc;
 
 use anyhow::{Context, anyhow};
-use arc_swap::ArcSwap;
 use clap::Parser;
 use k8s_sync::{ObjectKey, TierSettings};
 use pingora_core::listeners::tls::TlsSettings;
 use router::cli::{CommonArgs, init_logging};
-use router::metrics::Metrics;
-use router::{Health, InFlight, RoutePublisher, RouteTable, RouterProxy, tier};
+use router::tier;
 use tls_edge::{CertSet, CertStore, EdgePublisher, HandshakeMetrics, ParsedCert};
-
-// Same allocator as the router (see BENCHMARKS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -72,17 +66,14 @@ fn main() -> anyhow::Result<()> {
     let fallback_cert = Arc::new(
         ParsedCert::self_signed().context("cannot make the self-signed default certificate")?,
     );
-    let metrics = Metrics::new("tls-edge");
+    let state = tier::TierState::new("tls-edge");
+    let metrics = state.metrics.clone();
     let certs = Arc::new(CertStore::new(
         CertSet::new(fallback_cert.key.clone()),
         &metrics,
     ));
-
-    let routes = Arc::new(ArcSwap::from_pointee(RouteTable::empty(&metrics)));
-    let health = Health::default();
-    let in_flight = InFlight::new(metrics.requests_in_flight.clone());
     let publisher = Arc::new(EdgePublisher::new(
-        RoutePublisher::new(routes.clone(), health.clone(), metrics.clone()),
+        state.route_publisher(),
         metrics.clone(),
         certs.clone(),
         fallback_cert,
@@ -101,7 +92,7 @@ fn main() -> anyhow::Result<()> {
     let mut https = tier::proxy_settings(c, "tls-edge");
     https.scheme = "https";
     https.hsts = cli.hsts_max_age.map(|s| format!("max-age={s}"));
-    let proxy = RouterProxy::new(routes.clone(), https, in_flight.clone(), metrics.clone());
+    let proxy = state.proxy(https);
     let mut tls_service = tier::proxy_service(&server, "tls-edge-https", proxy, false);
     for addr in &cli.https_listen {
         let mut tls = TlsSettings::with_callbacks(Box::new(HandshakeMetrics(metrics.clone())))
@@ -113,7 +104,7 @@ fn main() -> anyhow::Result<()> {
 
     let mut plain = tier::proxy_settings(c, "tls-edge");
     plain.redirect_to_https_port = Some(cli.redirect_https_port);
-    let proxy = RouterProxy::new(routes, plain, in_flight.clone(), metrics.clone());
+    let proxy = state.proxy(plain);
     let mut plain_service = tier::proxy_service(&server, "tls-edge-http", proxy, true);
     for addr in &cli.http_listen {
         plain_service.add_tcp(addr);
@@ -121,7 +112,7 @@ fn main() -> anyhow::Result<()> {
     server.add_service(tls_service);
     server.add_service(plain_service);
     tracing::info!(https = ?cli.https_listen, http = ?cli.http_listen, admin = %c.admin_listen,
-        class = %cli.ingress_class, source = %c.manifests.as_ref().map_or_else(|| "kubernetes-api".to_owned(), |m| m.display().to_string()), "tls-edge starting");
-    tier::run(server, c, health, in_flight, metrics);
+        class = %cli.ingress_class, source = %tier::source_name(c), "tls-edge starting");
+    tier::run(server, c, state);
     Ok(())
 }
