@@ -22,6 +22,8 @@ pub enum ProblemReason {
     CrossNamespaceSecret,
     CertificateInvalid,
     CertificateExpired,
+    ClassControllerMismatch,
+    UnsupportedAppProtocol,
 }
 
 impl ProblemReason {
@@ -44,6 +46,8 @@ impl ProblemReason {
             Self::CrossNamespaceSecret => "cross_namespace_secret",
             Self::CertificateInvalid => "certificate_invalid",
             Self::CertificateExpired => "certificate_expired",
+            Self::ClassControllerMismatch => "class_controller_mismatch",
+            Self::UnsupportedAppProtocol => "unsupported_app_protocol",
         }
     }
 }

@@ -18,6 +18,8 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use prometheus::{IntCounter, IntGauge};
 
+use k8s_sync::{BackendProtocol, Tier};
+
 use crate::backend::Pick;
 use crate::forwarded::{self, Hop, TrustedProxies};
 use crate::metrics::{Metrics, RouteMetrics};
@@ -29,8 +31,8 @@ pub const SERVER_NAME: &str = "tandem";
 /// Settings of the proxy that do not change with config.
 #[derive(Clone, Debug)]
 pub struct ProxySettings {
-    /// `router` or `tls-edge`, for logs.
-    pub tier: &'static str,
+    /// For logs.
+    pub tier: Tier,
     /// Scheme clients used to reach this listener (`http` or `https`).
     pub scheme: &'static str,
     pub trusted_proxies: TrustedProxies,
@@ -43,9 +45,9 @@ pub struct ProxySettings {
     pub redirect_to_https_port: Option<u16>,
     /// `Strict-Transport-Security` value added to responses (HTTPS listeners only).
     pub hsts: Option<String>,
-    /// Speak HTTP/2 with prior knowledge (h2c) to backends instead of pooled HTTP/1.1.
-    /// WebSocket upgrades always use HTTP/1.1.
-    pub upstream_h2c: bool,
+    /// `--upstream-protocol`: one protocol for every backend instead of each Service port's
+    /// `appProtocol`. WebSocket upgrades always use HTTP/1.1.
+    pub upstream_protocol: Option<BackendProtocol>,
     /// Write one access-log line per request.
     pub access_log: bool,
     /// Count requests in Prometheus metrics.
@@ -358,7 +360,11 @@ impl ProxyHttp for RouterProxy {
         o.read_timeout = Some(self.settings.read_timeout);
         o.write_timeout = Some(self.settings.write_timeout);
         o.idle_timeout = Some(self.settings.upstream_idle_timeout);
-        if self.settings.upstream_h2c && !session.is_upgrade_req() {
+        let protocol = self
+            .settings
+            .upstream_protocol
+            .unwrap_or_else(|| route.backend.protocol());
+        if protocol == BackendProtocol::H2c && !session.is_upgrade_req() {
             o.set_http_version(2, 2);
             // Multiplex: pingora's default of one stream per connection would make h2c a
             // slower HTTP/1.1.
@@ -379,7 +385,7 @@ impl ProxyHttp for RouterProxy {
             .route
             .as_ref()
             .is_some_and(|r| ctx.tried.len() < r.backend.endpoint_count());
-        tracing::warn!(tier = self.settings.tier, upstream = %peer, error = %e, retry = untried, "upstream connect failed");
+        tracing::warn!(tier = self.settings.tier.as_str(), upstream = %peer, error = %e, retry = untried, "upstream connect failed");
         self.count_upstream_error(ctx, &e);
         if untried {
             e.set_retry(true);
@@ -526,7 +532,7 @@ impl ProxyHttp for RouterProxy {
         let duration = ctx.started.elapsed();
         tracing::info!(
             target: "tandem::access",
-            tier = self.settings.tier,
+            tier = self.settings.tier.as_str(),
             request_id = ctx.request_id.as_str(),
             client = client.map(|c| c.to_string()).unwrap_or_default(),
             method = req.method.as_str(),

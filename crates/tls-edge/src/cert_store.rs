@@ -239,7 +239,7 @@ mod tests {
 
     #[test]
     fn resolver_counts_hellos_by_match_kind() {
-        let m = Metrics::new("test");
+        let m = Metrics::new(k8s_sync::Tier::Router);
         let (c, k) = pem_pair(&["default"]);
         let key = ParsedCert::from_pem(c.as_bytes(), k.as_bytes())
             .unwrap()
@@ -247,7 +247,7 @@ mod tests {
         let store = CertStore::new(CertSet::new(key), &m);
         store.hellos[SniMatch::Default as usize][1].inc();
         let text = String::from_utf8(m.encode()).unwrap();
-        assert!(text.contains(r#"tandem_tls_client_hellos_total{alpn="http1",certificate="default",tier="test"} 1"#), "{text}");
+        assert!(text.contains(r#"tandem_tls_client_hellos_total{alpn="http1",certificate="default",tier="router"} 1"#), "{text}");
     }
 
     #[test]
