@@ -76,6 +76,8 @@ pub struct Route {
     pub path: PathMatch,
     /// `pathType: ImplementationSpecific`, which tandem serves as Prefix.
     pub implementation_specific: bool,
+    /// `tandem.dev/normalize-path: "false"`: forward the path as the client wrote it.
+    pub forward_raw_path: bool,
     pub backend: BackendKey,
     pub ingress: IngressRef,
 }

@@ -24,6 +24,7 @@ pub enum ProblemReason {
     CertificateExpired,
     ClassControllerMismatch,
     UnsupportedAppProtocol,
+    InvalidAnnotation,
 }
 
 impl ProblemReason {
@@ -48,6 +49,7 @@ impl ProblemReason {
             Self::CertificateExpired => "certificate_expired",
             Self::ClassControllerMismatch => "class_controller_mismatch",
             Self::UnsupportedAppProtocol => "unsupported_app_protocol",
+            Self::InvalidAnnotation => "invalid_annotation",
         }
     }
 }

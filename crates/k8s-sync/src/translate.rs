@@ -39,6 +39,17 @@ pub struct TierSettings {
 
 /// Per-Ingress opt-out of the plain-HTTP → HTTPS redirect on the edge tier.
 pub const SSL_REDIRECT_ANNOTATION: &str = "tandem.dev/ssl-redirect";
+/// Per-Ingress opt-out of forwarding the normalised path: `"false"` sends the path upstream as
+/// the client wrote it (routing still uses the normalised path), for backends that need it.
+pub const NORMALIZE_PATH_ANNOTATION: &str = "tandem.dev/normalize-path";
+
+fn annotation<'a>(ing: &'a Ingress, name: &str) -> Option<&'a str> {
+    ing.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(name))
+        .map(String::as_str)
+}
 
 /// The result of one translation.
 #[derive(Clone, Debug, Default)]
@@ -139,13 +150,21 @@ pub fn translate(snapshot: &Snapshot, settings: &TierSettings) -> Translation {
         let Some(spec) = ing.spec.as_ref() else {
             continue;
         };
+        let forward_raw_path = match annotation(ing, NORMALIZE_PATH_ANNOTATION) {
+            None | Some("true") => false,
+            Some("false") => true,
+            Some(other) => {
+                problems.insert(problem(
+                    ProblemReason::InvalidAnnotation,
+                    format!(
+                        "{NORMALIZE_PATH_ANNOTATION}: {other:?} is not \"true\" or \"false\"; paths are normalised"
+                    ),
+                ));
+                false
+            }
+        };
         if settings.tier.reads_secrets() {
-            let redirect_on = ing
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(SSL_REDIRECT_ANNOTATION))
-                .is_none_or(|v| v != "false");
+            let redirect_on = annotation(ing, SSL_REDIRECT_ANNOTATION) != Some("false");
             for tls in spec.tls.iter().flatten() {
                 let mut hosts = Vec::new();
                 for h in tls.hosts.iter().flatten() {
@@ -276,6 +295,7 @@ pub fn translate(snapshot: &Snapshot, settings: &TierSettings) -> Translation {
                 let route = Route {
                     path,
                     implementation_specific,
+                    forward_raw_path,
                     backend,
                     ingress: source.clone(),
                 };

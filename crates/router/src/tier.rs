@@ -22,6 +22,7 @@ use crate::cli::{CommonArgs, UpstreamProtocol};
 use crate::metrics::Metrics;
 use crate::proxy::{InFlight, ProxySettings, RouterProxy};
 use crate::publish::{Health, RoutePublisher};
+use crate::request::HeadLimits;
 use crate::route_table::RouteTable;
 use crate::shutdown::DrainOnTerm;
 use arc_swap::ArcSwap;
@@ -102,6 +103,12 @@ pub fn proxy_settings(c: &CommonArgs, tier: Tier) -> ProxySettings {
         }),
         access_log: !c.no_access_log,
         request_metrics: !c.no_request_metrics,
+        head_limits: HeadLimits {
+            request_line: c.max_request_line,
+            header_field: c.max_header_size,
+            headers_total: c.max_headers_size,
+            header_count: c.max_header_count,
+        },
     }
 }
 

@@ -10,7 +10,7 @@ use k8s_sync::{ObjectKey, Tier, TierSettings};
 use pingora_core::listeners::tls::TlsSettings;
 use router::cli::{CommonArgs, init_logging};
 use router::tier;
-use tls_edge::{CertSet, CertStore, EdgePublisher, HandshakeMetrics, ParsedCert};
+use tls_edge::{CertSet, CertStore, EdgePublisher, HandshakeObserver, ParsedCert};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -74,7 +74,7 @@ fn main() -> anyhow::Result<()> {
     let state = tier::TierState::new(Tier::TlsEdge);
     let metrics = state.metrics.clone();
     let certs = Arc::new(CertStore::new(
-        CertSet::new(fallback_cert.key.clone()),
+        CertSet::new(fallback_cert.clone()),
         &metrics,
     ));
     let publisher = Arc::new(EdgePublisher::new(
@@ -101,8 +101,11 @@ fn main() -> anyhow::Result<()> {
     let proxy = state.proxy(https);
     let mut tls_service = tier::proxy_service(&server, "tls-edge-https", proxy, false);
     for addr in &cli.https_listen {
-        let mut tls = TlsSettings::with_callbacks(Box::new(HandshakeMetrics(metrics.clone())))
-            .context("TLS settings")?;
+        let mut tls = TlsSettings::with_callbacks(Box::new(HandshakeObserver {
+            metrics: metrics.clone(),
+            certs: certs.clone(),
+        }))
+        .context("TLS settings")?;
         tls.set_cert_resolver(certs.clone());
         tls.enable_h2();
         tls_service.add_tls_with_settings(addr, None, tls);

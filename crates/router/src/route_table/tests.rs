@@ -13,6 +13,7 @@ fn route(path: PathMatch, svc: &str) -> Route {
     Route {
         path,
         implementation_specific: false,
+        forward_raw_path: false,
         backend: key(svc),
         ingress: IngressRef {
             namespace: "default".into(),
