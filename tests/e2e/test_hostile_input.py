@@ -453,3 +453,16 @@ def test_routed_requests_keep_the_connection(router):
         assert c.response().status == 200
     finally:
         c.close()
+
+
+# --------------------------------------------------------------------------- forwarded headers
+
+
+def test_x_forwarded_for_over_several_lines_is_one_chain(router):
+    """From a trusted peer (127.0.0.1), the client is the rightmost untrusted address of the whole
+    chain, also when the chain comes as several header lines (RFC 9110 §5.3)."""
+    r = exchange(router.http_port, get("/admin/xff", extra="X-Forwarded-For: 192.0.2.1\r\n"
+                                                         "X-Forwarded-For: 198.51.100.7\r\n"))
+    h = r.json()["headers"]
+    assert h["x-real-ip"] == "198.51.100.7", h
+    assert h["x-forwarded-for"].replace(" ", "") == "192.0.2.1,198.51.100.7,127.0.0.1", h

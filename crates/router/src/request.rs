@@ -201,10 +201,12 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, Reject> {
     if !has_escape && !has_dot_segment(path) {
         return Ok(Cow::Borrowed(path));
     }
-    let decoded = if has_escape {
-        Cow::Owned(decode_unreserved(path)?)
-    } else {
-        Cow::Borrowed(path)
+    let decoded = match has_escape {
+        true => match decode_unreserved(path)? {
+            d if d == path => Cow::Borrowed(path),
+            d => Cow::Owned(d),
+        },
+        false => Cow::Borrowed(path),
     };
     if !has_dot_segment(&decoded) {
         return Ok(decoded);
@@ -458,5 +460,83 @@ mod tests {
             collapse_content_length(&req("/", &[("content-length", "3, 4")])),
             Err(Reject::AmbiguousContentLength)
         );
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Paths made of segments an attacker would use.
+        fn hostile_path() -> impl Strategy<Value = String> {
+            let seg = prop_oneof![
+                Just("a".to_owned()),
+                Just("api".to_owned()),
+                Just("".to_owned()),
+                Just(".".to_owned()),
+                Just("..".to_owned()),
+                Just("%2e".to_owned()),
+                Just("%2E%2e".to_owned()),
+                Just(".%2e".to_owned()),
+                Just("%2f".to_owned()),
+                Just("..%2F..".to_owned()),
+                Just("x%41y".to_owned()),
+                Just("%7E".to_owned()),
+                "[a-z0-9._~-]{1,4}",
+            ];
+            proptest::collection::vec(seg, 0..8).prop_map(|s| format!("/{}", s.join("/")))
+        }
+
+        fn dot_free(p: &str) -> bool {
+            p.starts_with('/') && p.split('/').all(|s| s != "." && s != "..")
+        }
+
+        proptest! {
+            /// A normalised path has no dot segment, decodes no unreserved escape twice, and
+            /// normalising it again changes nothing.
+            #[test]
+            fn normalisation_is_dot_free_and_idempotent(p in hostile_path()) {
+                if let Ok(n) = normalize_path(&p) {
+                    prop_assert!(dot_free(&n), "{p} -> {n}");
+                    prop_assert!(!n.contains("%2e") && !n.contains("%2E"), "{p} -> {n}");
+                    let again = normalize_path(&n).unwrap();
+                    prop_assert_eq!(&*again, &*n);
+                    prop_assert!(matches!(again, Cow::Borrowed(_)));
+                }
+            }
+
+            /// Never outside the rules: if the normalised path falls under a prefix, so does
+            /// every path a dot-segment-resolving backend would derive from what is forwarded
+            /// (which is the normalised path itself); and a path that escapes the root is
+            /// refused rather than clamped.
+            #[test]
+            fn prefix_of_normalised_path_is_what_backends_see(p in hostile_path()) {
+                match normalize_path(&p) {
+                    Ok(n) => {
+                        let backend_view = remove_dot_segments(&n).unwrap();
+                        prop_assert_eq!(backend_view, n.to_string());
+                    }
+                    Err(e) => prop_assert!(matches!(e, Reject::PathAboveRoot | Reject::InvalidPercentEncoding)),
+                }
+            }
+
+            /// Arbitrary printable bytes never panic.
+            #[test]
+            fn arbitrary_paths_never_panic(p in "/[ -~]{0,64}") {
+                let _ = normalize_path(&p);
+            }
+
+            /// Any accepted Host is `host[:port]` without separators an upstream could read
+            /// differently.
+            #[test]
+            fn accepted_hosts_are_plain(h in "[ -~]{0,40}") {
+                let Ok(mut r) = RequestHeader::build("GET", b"/", None) else { return Ok(()) };
+                if r.append_header("host", h.as_str()).is_err() {
+                    return Ok(());
+                }
+                if let Ok(a) = authority(&r) {
+                    prop_assert!(!a.bytes().any(|b| matches!(b, b' ' | b',' | b'/' | b'@' | b'?' | b'#' | b'\\')), "{a:?}");
+                }
+            }
+        }
     }
 }
