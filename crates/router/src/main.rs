@@ -1,12 +1,18 @@
 //! `router`: the routing tier. Routes by host and path from Ingress objects of its class, with
 //! a host-less catch-all as the legacy fallback.
 
+#![forbid(unsafe_code)]
+
 use std::sync::Arc;
 
 use clap::Parser;
 use k8s_sync::{Tier, TierSettings};
-use router::cli::{CommonArgs, init_logging};
-use router::tier;
+use server::cli::{CommonArgs, init_logging};
+
+// The data path allocates small, short-lived buffers per request; mimalloc measured faster than
+// the system allocator for this (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -38,7 +44,7 @@ fn main() -> anyhow::Result<()> {
     let c = &cli.common;
     init_logging(c.log_format);
 
-    let state = tier::TierState::new(Tier::Router);
+    let state = server::TierState::new(Tier::Router);
     let publisher = Arc::new(state.route_publisher());
     let settings = TierSettings {
         tier: Tier::Router,
@@ -47,18 +53,20 @@ fn main() -> anyhow::Result<()> {
         watch_without_class: c.watch_ingress_without_class,
         default_certificate: None,
     };
-    tier::spawn_source(c, settings, publisher)?;
+    server::spawn_source(c, settings, publisher)?;
 
-    let server = tier::new_server(c, Tier::Router);
-    let proxy = state.proxy(tier::proxy_settings(c, Tier::Router));
-    let mut service = tier::proxy_service(&server, "router", proxy, true);
+    let mut pingora = server::new_server(c, Tier::Router);
+    let proxy = state.proxy(
+        server::proxy_settings(c, Tier::Router),
+        Arc::new(proxy::NoPolicy),
+    );
+    let mut service = server::proxy_service(&pingora, "router", proxy, true);
     for addr in &cli.http_listen {
         service.add_tcp(addr);
     }
-    let mut server = server;
-    server.add_service(service);
+    pingora.add_service(service);
     tracing::info!(listen = ?cli.http_listen, admin = %c.admin_listen, class = %cli.ingress_class, controller = %cli.controller_class,
-        source = %tier::source_name(c), "router starting");
-    tier::run(server, c, state);
+        source = %server::source_name(c), "router starting");
+    server::run(pingora, c, state);
     Ok(())
 }

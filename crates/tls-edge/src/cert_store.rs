@@ -2,13 +2,12 @@
 //! parsing and key loading happens when a set is built (in the watcher); a handshake does one
 //! `load()` and a hash lookup.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use prometheus::IntCounter;
-use router::metrics::Metrics;
-use router::route_table::normalize_host;
+use proxy::metrics::Metrics;
+use proxy::{HostMap, HostMatch, normalize_host};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -122,16 +121,14 @@ impl ParsedCert {
 /// Which certificate serves which SNI: exact host, then a one-label wildcard, then the default.
 #[derive(Debug)]
 pub struct CertSet {
-    exact: HashMap<String, Arc<ParsedCert>>,
-    wildcard: HashMap<String, Arc<ParsedCert>>,
+    hosts: HostMap<Arc<ParsedCert>>,
     default: Arc<ParsedCert>,
 }
 
 impl CertSet {
     pub fn new(default: Arc<ParsedCert>) -> Self {
         Self {
-            exact: HashMap::new(),
-            wildcard: HashMap::new(),
+            hosts: HostMap::default(),
             default,
         }
     }
@@ -139,14 +136,11 @@ impl CertSet {
     /// Adds a host (lowercase; `*.suffix` for a wildcard). The first certificate added for a
     /// host stays.
     pub fn insert(&mut self, host: &str, cert: Arc<ParsedCert>) {
-        match host.strip_prefix("*.") {
-            Some(suffix) => self.wildcard.entry(suffix.to_owned()).or_insert(cert),
-            None => self.exact.entry(host.to_owned()).or_insert(cert),
-        };
+        self.hosts.insert_first(host, cert);
     }
 
     pub fn host_count(&self) -> usize {
-        self.exact.len() + self.wildcard.len()
+        self.hosts.len()
     }
 
     /// The certificate for an SNI name; the default when there is none or nothing matches.
@@ -157,17 +151,10 @@ impl CertSet {
     /// The certificate and how it was chosen: `exact`, `wildcard` or `default`. The SNI is
     /// compared like a Host header: case-insensitively and without a trailing dot.
     pub fn select_with_kind(&self, sni: Option<&str>) -> (&Arc<ParsedCert>, SniMatch) {
-        let Some(sni) = sni.map(normalize_host).filter(|s| !s.is_empty()) else {
-            return (&self.default, SniMatch::Default);
-        };
-        if let Some(c) = self.exact.get(&*sni) {
-            return (c, SniMatch::Exact);
-        }
-        match sni
-            .split_once('.')
-            .and_then(|(_, suffix)| self.wildcard.get(suffix))
-        {
-            Some(c) => (c, SniMatch::Wildcard),
+        let found = sni.map(normalize_host).and_then(|sni| self.hosts.get(&sni));
+        match found {
+            Some((cert, HostMatch::Exact)) => (cert, SniMatch::Exact),
+            Some((cert, HostMatch::Wildcard)) => (cert, SniMatch::Wildcard),
             None => (&self.default, SniMatch::Default),
         }
     }

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use pingora_core::listeners::TlsAccept;
 use pingora_core::protocols::tls::TlsRef;
-use router::metrics::Metrics;
-use router::tls_authority::TlsAuthority;
+use proxy::metrics::Metrics;
+use proxy::tls_authority::TlsAuthority;
 
 use crate::cert_store::CertStore;
 

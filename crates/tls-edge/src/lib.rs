@@ -4,8 +4,10 @@
 
 pub mod cert_store;
 pub mod handshake;
+pub mod policy;
 pub mod publish;
 
 pub use cert_store::{CertError, CertSet, CertStore, ParsedCert, SniMatch};
 pub use handshake::HandshakeObserver;
+pub use policy::{HttpsRedirect, TlsListener};
 pub use publish::EdgePublisher;

@@ -2,15 +2,23 @@
 //! certificates in their Secrets, redirects plain HTTP, and forwards to the backends the edge
 //! Ingresses name — normally the router tier's Service.
 
+#![forbid(unsafe_code)]
+
 use std::sync::Arc;
 
 use anyhow::{Context, anyhow};
 use clap::Parser;
 use k8s_sync::{ObjectKey, Tier, TierSettings};
 use pingora_core::listeners::tls::TlsSettings;
-use router::cli::{CommonArgs, init_logging};
-use router::tier;
-use tls_edge::{CertSet, CertStore, EdgePublisher, HandshakeObserver, ParsedCert};
+use server::cli::{CommonArgs, init_logging};
+use tls_edge::{
+    CertSet, CertStore, EdgePublisher, HandshakeObserver, HttpsRedirect, ParsedCert, TlsListener,
+};
+
+// The data path allocates small, short-lived buffers per request; mimalloc measured faster than
+// the system allocator for this (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -71,7 +79,7 @@ fn main() -> anyhow::Result<()> {
     let fallback_cert = Arc::new(
         ParsedCert::self_signed().context("cannot make the self-signed default certificate")?,
     );
-    let state = tier::TierState::new(Tier::TlsEdge);
+    let state = server::TierState::new(Tier::TlsEdge);
     let metrics = state.metrics.clone();
     let certs = Arc::new(CertStore::new(
         CertSet::new(fallback_cert.clone()),
@@ -91,15 +99,19 @@ fn main() -> anyhow::Result<()> {
         watch_without_class: c.watch_ingress_without_class,
         default_certificate: default_secret,
     };
-    tier::spawn_source(c, settings, publisher)?;
+    server::spawn_source(c, settings, publisher)?;
 
-    let mut server = tier::new_server(c, Tier::TlsEdge);
+    let mut pingora = server::new_server(c, Tier::TlsEdge);
 
-    let mut https = tier::proxy_settings(c, Tier::TlsEdge);
+    let mut https = server::proxy_settings(c, Tier::TlsEdge);
     https.scheme = "https";
-    https.hsts = cli.hsts_max_age.map(|s| format!("max-age={s}"));
-    let proxy = state.proxy(https);
-    let mut tls_service = tier::proxy_service(&server, "tls-edge-https", proxy, false);
+    let hsts = cli
+        .hsts_max_age
+        .map(|s| http::HeaderValue::try_from(format!("max-age={s}")))
+        .transpose()
+        .context("--hsts-max-age")?;
+    let proxy = state.proxy(https, Arc::new(TlsListener { hsts }));
+    let mut tls_service = server::proxy_service(&pingora, "tls-edge-https", proxy, false);
     for addr in &cli.https_listen {
         let mut tls = TlsSettings::with_callbacks(Box::new(HandshakeObserver {
             metrics: metrics.clone(),
@@ -111,17 +123,19 @@ fn main() -> anyhow::Result<()> {
         tls_service.add_tls_with_settings(addr, None, tls);
     }
 
-    let mut plain = tier::proxy_settings(c, Tier::TlsEdge);
-    plain.redirect_to_https_port = Some(cli.redirect_https_port);
-    let proxy = state.proxy(plain);
-    let mut plain_service = tier::proxy_service(&server, "tls-edge-http", proxy, true);
+    let plain = server::proxy_settings(c, Tier::TlsEdge);
+    let redirect = HttpsRedirect {
+        https_port: cli.redirect_https_port,
+    };
+    let proxy = state.proxy(plain, Arc::new(redirect));
+    let mut plain_service = server::proxy_service(&pingora, "tls-edge-http", proxy, true);
     for addr in &cli.http_listen {
         plain_service.add_tcp(addr);
     }
-    server.add_service(tls_service);
-    server.add_service(plain_service);
+    pingora.add_service(tls_service);
+    pingora.add_service(plain_service);
     tracing::info!(https = ?cli.https_listen, http = ?cli.http_listen, admin = %c.admin_listen,
-        class = %cli.ingress_class, controller = %cli.controller_class, source = %tier::source_name(c), "tls-edge starting");
-    tier::run(server, c, state);
+        class = %cli.ingress_class, controller = %cli.controller_class, source = %server::source_name(c), "tls-edge starting");
+    server::run(pingora, c, state);
     Ok(())
 }

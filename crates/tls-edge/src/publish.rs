@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use k8s_sync::{ConfigSink, ObjectKey, Problem, ProblemReason, TlsBinding, TlsSecret, Translation};
-use router::RoutePublisher;
-use router::metrics::Metrics;
+use proxy::RoutePublisher;
+use proxy::metrics::Metrics;
 
 use crate::cert_store::{CertSet, CertStore, ParsedCert};
 

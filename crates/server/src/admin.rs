@@ -8,8 +8,8 @@ use pingora_core::protocols::http::ServerSession;
 
 use std::sync::Arc;
 
-use crate::metrics::Metrics;
-use crate::publish::Health;
+use proxy::Health;
+use proxy::metrics::Metrics;
 
 pub struct AdminApp {
     health: Health,
@@ -39,6 +39,8 @@ impl ServeHttp for AdminApp {
         match session.req_header().uri.path() {
             "/healthz" => text(StatusCode::OK, "ok\n"),
             "/metrics" => {
+                self.metrics
+                    .sync_log_lines_dropped(crate::cli::log_lines_dropped());
                 let body = self.metrics.encode();
                 Response::builder()
                     .status(StatusCode::OK)

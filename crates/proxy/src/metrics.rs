@@ -35,6 +35,8 @@ pub struct Metrics {
     pub upstream_retries: IntCounterVec,
     pub upstream_errors: IntCounterVec,
     pub requests_in_flight: IntGauge,
+    /// Log lines dropped because the writer queue was full.
+    pub log_lines_dropped: IntCounter,
     pub config_rebuilds: IntCounterVec,
     pub config_last_success: Gauge,
     pub config_objects: IntGaugeVec,
@@ -97,6 +99,16 @@ impl Metrics {
         )
         .expect("static metric definition");
         r.register(Box::new(requests_in_flight.clone()))
+            .expect("unique metric name");
+        let log_lines_dropped = IntCounter::with_opts(
+            Opts::new(
+                "tandem_log_lines_dropped_total",
+                "Log lines (access log included) dropped because the writer queue was full.",
+            )
+            .const_label("tier", t),
+        )
+        .expect("static metric definition");
+        r.register(Box::new(log_lines_dropped.clone()))
             .expect("unique metric name");
         let config_last_success = Gauge::with_opts(
             Opts::new(
@@ -182,6 +194,7 @@ impl Metrics {
                 t,
             ),
             requests_in_flight,
+            log_lines_dropped,
             config_rebuilds: counter(
                 &r,
                 "tandem_config_rebuilds_total",
@@ -229,6 +242,14 @@ impl Metrics {
             certificate_not_after,
             registry: r,
         })
+    }
+
+    /// Brings the dropped-log-lines counter up to the writer's own count (at scrape time).
+    pub fn sync_log_lines_dropped(&self, dropped: u64) {
+        let seen = self.log_lines_dropped.get();
+        if dropped > seen {
+            self.log_lines_dropped.inc_by(dropped - seen);
+        }
     }
 
     /// The text exposition format.

@@ -1,31 +1,38 @@
-//! The data path: a pingora `ProxyHttp` that does one `load()` of the published route table per
-//! request, picks an endpoint round-robin, retries connect failures on another endpoint, and
-//! writes one access-log line per request.
+//! The data path: a pingora `ProxyHttp` whose phases each call a small module — request checks
+//! (`crate::request`), the tier's policy hook, one `load()` of the published route table,
+//! endpoint choice, forwarded headers, local responses, error classification and the access log.
+
+mod context;
+mod in_flight;
+mod local;
+mod request_id;
+mod upstream_error;
 
 use std::borrow::Cow;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use bytes::Bytes;
 use http::header;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
-use prometheus::{IntCounter, IntGauge};
-
 use k8s_sync::{BackendProtocol, Tier};
+
+pub use context::RequestCtx;
+pub use in_flight::{InFlight, InFlightGuard};
+pub use request_id::REQUEST_ID;
 
 use crate::backend::Pick;
 use crate::forwarded::{self, Hop, TrustedProxies};
-use crate::metrics::{Metrics, RouteMetrics};
+use crate::metrics::Metrics;
+use crate::policy::{LocalAnswer, PolicyRequest, TierPolicy};
 use crate::request::{self, HeadLimits, Reject};
-use crate::route_table::{RouteTable, RouteTarget};
+use crate::route_table::RouteTable;
 use crate::tls_authority::TlsAuthority;
 
 /// The `Server` header on every response this tier writes or passes on without one.
@@ -44,10 +51,6 @@ pub struct ProxySettings {
     pub write_timeout: Duration,
     /// How long an idle pooled upstream connection is kept.
     pub upstream_idle_timeout: Duration,
-    /// Plain-HTTP listener of the edge: redirect hosts that have TLS to HTTPS on this port.
-    pub redirect_to_https_port: Option<u16>,
-    /// `Strict-Transport-Security` value added to responses (HTTPS listeners only).
-    pub hsts: Option<String>,
     /// `--upstream-protocol`: one protocol for every backend instead of each Service port's
     /// `appProtocol`. WebSocket upgrades always use HTTP/1.1.
     pub upstream_protocol: Option<BackendProtocol>,
@@ -59,65 +62,27 @@ pub struct ProxySettings {
     pub head_limits: HeadLimits,
 }
 
-/// Request id header: taken from the client when sane, else made; sent upstream and back.
-pub const REQUEST_ID: &str = "x-request-id";
-
-/// Paths cert-manager's HTTP-01 solver must reach over plain HTTP.
-const ACME_CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
-
-/// Requests being served right now; shutdown waits for this to reach zero.
-#[derive(Clone, Debug)]
-pub struct InFlight {
-    count: Arc<AtomicUsize>,
-    gauge: IntGauge,
-}
-
-impl InFlight {
-    pub fn new(gauge: IntGauge) -> Self {
-        Self {
-            count: Arc::default(),
-            gauge,
-        }
-    }
-
-    pub fn count(&self) -> usize {
-        self.count.load(Ordering::Acquire)
-    }
-
-    fn enter(&self) -> InFlightGuard {
-        self.count.fetch_add(1, Ordering::AcqRel);
-        self.gauge.inc();
-        InFlightGuard(self.clone())
-    }
-}
-
-pub struct InFlightGuard(InFlight);
-
-impl Drop for InFlightGuard {
-    fn drop(&mut self) {
-        self.0.count.fetch_sub(1, Ordering::AcqRel);
-        self.0.gauge.dec();
-    }
-}
-
-/// The routing proxy.
-pub struct RouterProxy {
+/// The proxy of one listener: shared route table, settings and the tier's policy.
+pub struct Proxy {
     routes: Arc<ArcSwap<RouteTable>>,
     settings: ProxySettings,
+    policy: Arc<dyn TierPolicy>,
     in_flight: InFlight,
     metrics: Arc<Metrics>,
 }
 
-impl RouterProxy {
+impl Proxy {
     pub fn new(
         routes: Arc<ArcSwap<RouteTable>>,
         settings: ProxySettings,
+        policy: Arc<dyn TierPolicy>,
         in_flight: InFlight,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             routes,
             settings,
+            policy,
             in_flight,
             metrics,
         }
@@ -127,139 +92,15 @@ impl RouterProxy {
         if !self.settings.request_metrics {
             return;
         }
-        let kind = match e.etype() {
-            ErrorType::ConnectTimedout => "connect_timeout",
-            ErrorType::ConnectRefused => "connect_refused",
-            ErrorType::ConnectNoRoute => "connect_no_route",
-            ErrorType::ConnectError | ErrorType::SocketError | ErrorType::BindError => {
-                "connect_error"
-            }
-            ErrorType::ReadTimedout => "read_timeout",
-            ErrorType::WriteTimedout => "write_timeout",
-            ErrorType::ReadError | ErrorType::ConnectionClosed => "read_error",
-            ErrorType::WriteError => "write_error",
-            ErrorType::InvalidHTTPHeader | ErrorType::H1Error | ErrorType::H2Error => {
-                "protocol_error"
-            }
-            _ => "other",
-        };
         let (ns, svc) = ctx
             .route
             .as_ref()
             .map_or(("", ""), |r| (&*r.namespace, &*r.backend.service));
         self.metrics
             .upstream_errors
-            .with_label_values(&[ns, svc, kind])
+            .with_label_values(&[ns, svc, upstream_error::error_kind(e.etype())])
             .inc();
     }
-}
-
-/// Per-request state.
-pub struct RequestCtx {
-    route: Option<Arc<RouteTarget>>,
-    /// Metrics of the route, or of unrouted requests.
-    metrics: Option<Arc<RouteMetrics>>,
-    /// Fallback counter of the request's configured host, when the fallback serves it.
-    fallback_counter: Option<IntCounter>,
-    request_id: String,
-    attempt_started: Option<Instant>,
-    tried: Vec<SocketAddr>,
-    upstream: Option<SocketAddr>,
-    client: Option<IpAddr>,
-    started: Instant,
-    connected: Option<Instant>,
-    /// Why the proxy answered itself, if it did.
-    local_reason: Option<&'static str>,
-    /// The authority the request is for, as sent (absolute-form / `:authority`, else `Host`).
-    authority: String,
-    /// The normalised path, when it differs from the one the client sent.
-    normalized_path: Option<String>,
-    _in_flight: InFlightGuard,
-}
-
-fn http_date() -> String {
-    httpdate::fmt_http_date(SystemTime::now())
-}
-
-/// Writes a small plain-text response generated by the proxy itself; the connection stays
-/// open for the next request.
-async fn respond(
-    session: &mut Session,
-    status: u16,
-    message: &str,
-    request_id: &str,
-) -> Result<()> {
-    respond_then(session, status, message, request_id, false).await
-}
-
-/// Writes a small plain-text response; with `close`, says `Connection: close` and does not
-/// keep the connection (for requests whose framing or remaining bytes cannot be trusted).
-async fn respond_then(
-    session: &mut Session,
-    status: u16,
-    message: &str,
-    request_id: &str,
-    close: bool,
-) -> Result<()> {
-    let body = Bytes::from(format!("{status} {message}\n"));
-    let mut resp = ResponseHeader::build(status, Some(6))?;
-    if close {
-        session.set_keepalive(None);
-        resp.insert_header(header::CONNECTION, "close")?;
-    }
-    resp.insert_header(header::SERVER, SERVER_NAME)?;
-    resp.insert_header(header::DATE, http_date())?;
-    resp.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
-    resp.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
-    resp.insert_header(header::CACHE_CONTROL, "no-store")?;
-    resp.insert_header(REQUEST_ID, request_id)?;
-    let head_only = session.req_header().method == http::Method::HEAD;
-    session
-        .write_response_header(Box::new(resp), head_only)
-        .await?;
-    if !head_only {
-        session.write_response_body(Some(body), true).await?;
-    }
-    Ok(())
-}
-
-/// 308 (method and body kept) to the same host and path on HTTPS.
-async fn redirect_to_https(
-    session: &mut Session,
-    port: u16,
-    authority: &str,
-    request_id: &str,
-) -> Result<()> {
-    let req = session.req_header();
-    let host = crate::route_table::normalize_host(authority);
-    let host = if host.contains(':') {
-        format!("[{host}]")
-    } else {
-        host.into_owned()
-    };
-    let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
-    let location = match port {
-        443 => format!("https://{host}{path}"),
-        p => format!("https://{host}:{p}{path}"),
-    };
-    let mut resp = ResponseHeader::build(308, Some(5))?;
-    resp.insert_header(header::SERVER, SERVER_NAME)?;
-    resp.insert_header(header::DATE, http_date())?;
-    resp.insert_header(header::LOCATION, location)?;
-    resp.insert_header(header::CONTENT_LENGTH, "0")?;
-    resp.insert_header(REQUEST_ID, request_id)?;
-    session.write_response_header(Box::new(resp), true).await
-}
-
-/// The client's `X-Request-Id` when it is short printable ASCII, else a new UUID.
-fn request_id(session: &Session) -> String {
-    session
-        .req_header()
-        .headers
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 200 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), str::to_owned)
 }
 
 /// Checks the request head and finds its authority and normalised path (`None`: unchanged).
@@ -284,14 +125,6 @@ fn misdirected(session: &Session, authority: &str) -> bool {
         .and_then(|d| d.ssl_digest.as_ref())
         .and_then(|tls| tls.extension.get::<TlsAuthority>())
         .is_some_and(|a| a.is_misdirected(authority))
-}
-
-fn reject_message(reject: Reject) -> &'static str {
-    match reject.status() {
-        414 => "URI Too Long",
-        431 => "Request Header Fields Too Large",
-        _ => "Bad Request",
-    }
 }
 
 fn peer_ip(session: &Session) -> Option<IpAddr> {
@@ -326,30 +159,15 @@ fn rewrite_target(req: &mut RequestHeader, path: Option<&str>, origin_form: bool
 }
 
 #[async_trait]
-impl ProxyHttp for RouterProxy {
+impl ProxyHttp for Proxy {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx {
-            route: None,
-            metrics: None,
-            fallback_counter: None,
-            request_id: String::new(),
-            attempt_started: None,
-            tried: Vec::new(),
-            upstream: None,
-            client: None,
-            started: Instant::now(),
-            connected: None,
-            local_reason: None,
-            authority: String::new(),
-            normalized_path: None,
-            _in_flight: self.in_flight.enter(),
-        }
+        RequestCtx::new(self.in_flight.enter())
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        ctx.request_id = request_id(session);
+        ctx.request_id = request_id::request_id(session.req_header().headers.get(REQUEST_ID));
         // The client as this tier sees it, also for requests answered here (404, 503, redirect).
         ctx.client = peer_ip(session).map(|peer| {
             forwarded::client_ip(session.req_header(), peer, &self.settings.trusted_proxies)
@@ -361,38 +179,32 @@ impl ProxyHttp for RouterProxy {
             }
             Err(reject) => {
                 ctx.local_reason = Some(reject.as_str());
-                respond_then(
-                    session,
-                    reject.status(),
-                    reject_message(reject),
-                    &ctx.request_id,
-                    true,
-                )
-                .await?;
+                let status = reject.status();
+                let message = upstream_error::message_for(status);
+                local::respond(session, status, message, &ctx.request_id, true).await?;
                 return Ok(true);
             }
         }
         if misdirected(session, &ctx.authority) {
             ctx.local_reason = Some("misdirected");
-            respond(
-                session,
-                421,
-                "Misdirected Request: the certificate of this connection does not cover this host",
-                &ctx.request_id,
-            )
-            .await?;
+            let message = upstream_error::message_for(421);
+            local::respond(session, 421, message, &ctx.request_id, false).await?;
             return Ok(true);
         }
-        let (route, redirect) = {
+        let (route, answer) = {
             let table = self.routes.load();
+            let req = session.req_header();
             let path = ctx
                 .normalized_path
                 .as_deref()
-                .unwrap_or_else(|| session.req_header().uri.path());
+                .unwrap_or_else(|| req.uri.path());
             let host = ctx.authority.as_str();
-            let redirect = self.settings.redirect_to_https_port.is_some()
-                && !path.starts_with(ACME_CHALLENGE_PREFIX)
-                && table.redirects_to_https(host);
+            let answer = self.policy.answer_locally(&PolicyRequest {
+                authority: host,
+                path,
+                target: req.uri.path_and_query().map_or("/", |p| p.as_str()),
+                routes: &table,
+            });
             let route = table.lookup(host, path).cloned();
             if self.settings.request_metrics {
                 ctx.metrics = Some(
@@ -400,39 +212,34 @@ impl ProxyHttp for RouterProxy {
                         .as_ref()
                         .map_or_else(|| table.unrouted.clone(), |r| r.metrics.clone()),
                 );
-                if route.as_ref().is_some_and(|r| r.fallback) && !redirect {
+                if route.as_ref().is_some_and(|r| r.fallback) && answer.is_none() {
                     ctx.fallback_counter = Some(table.fallback_counter(host).clone());
                 }
             }
-            (route, redirect)
+            (route, answer)
         };
-        if redirect && let Some(port) = self.settings.redirect_to_https_port {
-            ctx.local_reason = Some("https_redirect");
+        if let Some(LocalAnswer::Redirect {
+            status,
+            location,
+            reason,
+        }) = answer
+        {
+            ctx.local_reason = Some(reason);
             ctx.route = route;
-            redirect_to_https(session, port, &ctx.authority, &ctx.request_id).await?;
+            local::redirect(session, status, &location, &ctx.request_id).await?;
             return Ok(true);
         }
         let Some(route) = route else {
             ctx.local_reason = Some("no_route");
-            respond(
-                session,
-                404,
-                "Not Found: no Ingress rule matches this host and path",
-                &ctx.request_id,
-            )
-            .await?;
+            let message = "Not Found: no Ingress rule matches this host and path";
+            local::respond(session, 404, message, &ctx.request_id, false).await?;
             return Ok(true);
         };
         if !route.backend.has_endpoints() {
             ctx.local_reason = Some("no_endpoints");
             ctx.route = Some(route);
-            respond(
-                session,
-                503,
-                "Service Unavailable: the backend has no ready endpoint",
-                &ctx.request_id,
-            )
-            .await?;
+            let message = "Service Unavailable: the backend has no ready endpoint";
+            local::respond(session, 503, message, &ctx.request_id, false).await?;
             return Ok(true);
         }
         ctx.route = Some(route);
@@ -577,16 +384,11 @@ impl ProxyHttp for RouterProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         upstream_response.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
-        if !upstream_response.headers.contains_key(header::DATE) {
-            upstream_response.insert_header(header::DATE, http_date())?;
-        }
+        // pingora writes `Date` (cached once a second) on every response.
         if !upstream_response.headers.contains_key(header::SERVER) {
             upstream_response.insert_header(header::SERVER, SERVER_NAME)?;
         }
-        if let Some(hsts) = &self.settings.hsts {
-            upstream_response.insert_header(header::STRICT_TRANSPORT_SECURITY, hsts.as_str())?;
-        }
-        Ok(())
+        self.policy.on_response(upstream_response)
     }
 
     async fn fail_to_proxy(
@@ -596,45 +398,16 @@ impl ProxyHttp for RouterProxy {
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
         // Connect failures were counted in fail_to_connect, once per attempt.
-        let connect_failure = matches!(
-            e.etype(),
-            ErrorType::ConnectTimedout
-                | ErrorType::ConnectRefused
-                | ErrorType::ConnectNoRoute
-                | ErrorType::ConnectError
-                | ErrorType::SocketError
-                | ErrorType::BindError
-        );
-        if e.esource() == &ErrorSource::Upstream && !connect_failure {
+        if e.esource() == &ErrorSource::Upstream && !upstream_error::is_connect_failure(e.etype()) {
             self.count_upstream_error(ctx, e);
         }
-        let code = match e.etype() {
-            ErrorType::HTTPStatus(code) => *code,
-            _ => match e.esource() {
-                ErrorSource::Upstream => match e.etype() {
-                    ErrorType::ReadTimedout | ErrorType::WriteTimedout => 504,
-                    _ => 502,
-                },
-                ErrorSource::Downstream => match e.etype() {
-                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
-                    _ => 400,
-                },
-                ErrorSource::Internal | ErrorSource::Unset => 500,
-            },
-        };
+        let code = upstream_error::status_for(e.etype(), e.esource());
         // pingora does not keep a client connection after a failure in the proxy phase, so the
-        // error page says `Connection: close` and the connection ends cleanly: a client never
-        // sends its next request into a connection about to be dropped.
-        // Only a response not yet started can be replaced by an error page.
+        // page closes it: a client never sends its next request into a connection about to be
+        // dropped. Only a response not yet started can be replaced by an error page.
         if code > 0 && session.response_written().is_none() {
-            let message = match code {
-                502 => "Bad Gateway: the backend could not be reached",
-                503 => "Service Unavailable",
-                504 => "Gateway Timeout: the backend did not answer in time",
-                400 => "Bad Request",
-                _ => "Error",
-            };
-            if let Err(err) = respond_then(session, code, message, &ctx.request_id, true).await {
+            let message = upstream_error::message_for(code);
+            if let Err(err) = local::respond(session, code, message, &ctx.request_id, true).await {
                 tracing::debug!(error = %err, "could not write error response");
             }
         }

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use crate::route_table::normalize_host;
+use crate::host_map::normalize_host;
 
 /// Attached to a TLS connection's digest by the listener's handshake callback.
 #[derive(Debug)]

@@ -9,8 +9,9 @@ use async_trait::async_trait;
 use pingora_core::server::{ShutdownSignal, ShutdownSignalWatch};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::proxy::InFlight;
-use crate::publish::Health;
+use proxy::{Health, InFlight};
+
+use crate::cli::flush_logs;
 
 /// How long a SIGINT (fast shutdown) may take before the process exits regardless.
 const FAST_SHUTDOWN_BOUND: Duration = Duration::from_secs(1);
@@ -41,6 +42,7 @@ impl ShutdownSignalWatch for DrainOnTerm {
                 std::thread::spawn(|| {
                     std::thread::sleep(FAST_SHUTDOWN_BOUND);
                     tracing::warn!("fast shutdown still running after {FAST_SHUTDOWN_BOUND:?}; exiting");
+                    flush_logs();
                     std::process::exit(0);
                 });
                 return ShutdownSignal::FastShutdown;
@@ -77,6 +79,7 @@ impl ShutdownSignalWatch for DrainOnTerm {
                         took_ms = start.elapsed().as_millis() as u64,
                         "drained; exiting"
                     );
+                    flush_logs();
                     std::process::exit(0);
                 }
             }
@@ -84,6 +87,7 @@ impl ShutdownSignalWatch for DrainOnTerm {
                 in_flight = in_flight.count(),
                 "shutdown grace over; exiting with requests in flight"
             );
+            flush_logs();
             std::process::exit(0);
         });
         ShutdownSignal::GracefulTerminate

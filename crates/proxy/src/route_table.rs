@@ -5,8 +5,7 @@
 //! long as the request path, so never shorter than a prefix match), else the longest element-wise
 //! Prefix. This order is what makes a host-less `/` rule a true fallback.
 
-use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use k8s_sync::{BackendKey, IngressRef, PathMatch, Problem, ProblemReason, Route, RoutingConfig};
@@ -14,6 +13,7 @@ use k8s_sync::{BackendKey, IngressRef, PathMatch, Problem, ProblemReason, Route,
 use prometheus::IntCounter;
 
 use crate::backend::{Backend, BackendRegistry};
+use crate::host_map::{HostMap, normalize_host};
 use crate::metrics::{Metrics, OTHER_HOST, RouteMetrics};
 
 /// Where a matched request goes, and what to log about it.
@@ -77,16 +77,14 @@ impl PathTable {
 
 /// The routes one tier serves. Immutable once built; published with one atomic swap.
 pub struct RouteTable {
-    exact_hosts: HashMap<String, PathTable>,
-    wildcard_hosts: HashMap<String, PathTable>,
+    /// Path rules per host (exact, then a one-label wildcard).
+    hosts: HostMap<PathTable>,
     hostless: PathTable,
     default_backend: Option<Arc<RouteTarget>>,
-    /// Hosts whose plain-HTTP requests the edge redirects to HTTPS: exact, and wildcard suffixes.
-    redirect_exact: HashSet<String>,
-    redirect_wildcard: HashSet<String>,
-    /// Fallback counters per configured host (exact, and wildcard by suffix), `_other` else.
-    fallback_by_host: HashMap<String, IntCounter>,
-    fallback_by_wildcard: HashMap<String, IntCounter>,
+    /// Hosts whose plain-HTTP requests the edge redirects to HTTPS.
+    https_hosts: HostMap<()>,
+    /// Fallback counters per configured host, `_other` else.
+    fallback_by_host: HostMap<IntCounter>,
     fallback_other: IntCounter,
     /// Counters for requests no rule matched.
     pub unrouted: Arc<RouteMetrics>,
@@ -139,14 +137,18 @@ impl RouteTable {
                     });
                 }
             };
-        for (host, routes) in &config.exact_hosts {
-            let t = table.exact_hosts.entry(host.clone()).or_default();
-            for r in routes {
-                add(t, r, false, &mut problems);
-            }
-        }
-        for (suffix, routes) in &config.wildcard_hosts {
-            let t = table.wildcard_hosts.entry(suffix.clone()).or_default();
+        let hosts = config
+            .exact_hosts
+            .iter()
+            .map(|(h, r)| (h.clone(), r))
+            .chain(
+                config
+                    .wildcard_hosts
+                    .iter()
+                    .map(|(suffix, r)| (format!("*.{suffix}"), r)),
+            );
+        for (host, routes) in hosts {
+            let t = table.hosts.entry(&host).or_default();
             for r in routes {
                 add(t, r, false, &mut problems);
             }
@@ -159,18 +161,10 @@ impl RouteTable {
         }
         for h in &config.known_hosts {
             let counter = metrics.fallback_requests.with_label_values(&[h.as_str()]);
-            match h.strip_prefix("*.") {
-                Some(suffix) => table
-                    .fallback_by_wildcard
-                    .insert(suffix.to_owned(), counter),
-                None => table.fallback_by_host.insert(h.clone(), counter),
-            };
+            table.fallback_by_host.insert_first(h, counter);
         }
         for h in &config.https_redirect_hosts {
-            match h.strip_prefix("*.") {
-                Some(suffix) => table.redirect_wildcard.insert(suffix.to_owned()),
-                None => table.redirect_exact.insert(h.clone()),
-            };
+            table.https_hosts.insert_first(h, ());
         }
         (table, problems)
     }
@@ -178,14 +172,11 @@ impl RouteTable {
     /// A table with no routes: every request is a 404.
     pub fn empty(metrics: &Arc<Metrics>) -> Self {
         Self {
-            exact_hosts: HashMap::new(),
-            wildcard_hosts: HashMap::new(),
+            hosts: HostMap::default(),
             hostless: PathTable::default(),
             default_backend: None,
-            redirect_exact: HashSet::new(),
-            redirect_wildcard: HashSet::new(),
-            fallback_by_host: HashMap::new(),
-            fallback_by_wildcard: HashMap::new(),
+            https_hosts: HostMap::default(),
+            fallback_by_host: HostMap::default(),
             fallback_other: metrics.fallback_requests.with_label_values(&[OTHER_HOST]),
             unrouted: metrics.unrouted_handles(),
         }
@@ -193,28 +184,21 @@ impl RouteTable {
 
     /// The fallback counter for a Host header: its configured host, else `_other`.
     pub fn fallback_counter(&self, host: &str) -> &IntCounter {
-        let host = normalize_host(host);
         self.fallback_by_host
-            .get(&*host)
-            .or_else(|| {
-                host.split_once('.')
-                    .and_then(|(_, suffix)| self.fallback_by_wildcard.get(suffix))
-            })
-            .unwrap_or(&self.fallback_other)
+            .get(&normalize_host(host))
+            .map_or(&self.fallback_other, |(c, _)| c)
     }
 
-    /// Finds the route for a Host header (port and case ignored) and a path (no query).
+    /// Finds the route for a Host header (port and case ignored) and a path (no query). A host
+    /// whose exact rules do not match the path still falls back to a wildcard's, then to the
+    /// host-less rules.
     pub fn lookup(&self, host: &str, path: &str) -> Option<&Arc<RouteTarget>> {
         let host = normalize_host(host);
-        let host: &str = &host;
         if !host.is_empty() {
-            if let Some(t) = self.exact_hosts.get(host).and_then(|t| t.lookup(path)) {
+            if let Some(t) = self.hosts.get_exact(&host).and_then(|t| t.lookup(path)) {
                 return Some(t);
             }
-            // A wildcard covers exactly one label: `*.example.com` ⊇ `a.example.com`.
-            if let Some((_, suffix)) = host.split_once('.')
-                && let Some(t) = self.wildcard_hosts.get(suffix).and_then(|t| t.lookup(path))
-            {
+            if let Some(t) = self.hosts.get_wildcard(&host).and_then(|t| t.lookup(path)) {
                 return Some(t);
             }
         }
@@ -223,34 +207,7 @@ impl RouteTable {
 
     /// Whether plain-HTTP requests for this host go to HTTPS (the host has TLS on the edge).
     pub fn redirects_to_https(&self, host: &str) -> bool {
-        let host = normalize_host(host);
-        self.redirect_exact.contains(&*host)
-            || host
-                .split_once('.')
-                .is_some_and(|(_, suffix)| self.redirect_wildcard.contains(suffix))
-    }
-}
-
-/// A Host header as a table key: no port, lowercase, no trailing dot. Allocates only for
-/// uppercase hosts.
-pub fn normalize_host(host: &str) -> Cow<'_, str> {
-    let host = strip_port(host);
-    let host = host.strip_suffix('.').unwrap_or(host);
-    if host.bytes().any(|b| b.is_ascii_uppercase()) {
-        Cow::Owned(host.to_ascii_lowercase())
-    } else {
-        Cow::Borrowed(host)
-    }
-}
-
-/// `example.com:8080` → `example.com`; `[::1]:8080` → `::1`.
-fn strip_port(host: &str) -> &str {
-    if let Some(rest) = host.strip_prefix('[') {
-        return rest.split_once(']').map_or(rest, |(h, _)| h);
-    }
-    match host.rsplit_once(':') {
-        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !h.contains(':') => h,
-        _ => host,
+        self.https_hosts.get(&normalize_host(host)).is_some()
     }
 }
 

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use crate::forwarded::TrustedProxies;
+use proxy::forwarded::TrustedProxies;
+use std::sync::{Mutex, OnceLock};
+use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum LogFormat {
@@ -154,13 +156,32 @@ pub struct CommonArgs {
     pub log_format: LogFormat,
 }
 
-/// Installs the tracing subscriber (RUST_LOG filters; default `info`).
+/// Log lines queued for the writer thread at most; beyond that lines are dropped (and counted)
+/// rather than blocking a worker.
+const LOG_QUEUE_LINES: usize = 65_536;
+
+static LOG_WORKER: Mutex<Option<WorkerGuard>> = Mutex::new(None);
+static LOG_DROPS: OnceLock<ErrorCounter> = OnceLock::new();
+
+/// Installs the tracing subscriber (RUST_LOG filters; default `info`). Lines — the access log
+/// above all — are formatted on the calling thread and written to stdout by a writer thread
+/// through a bounded queue: a slow stdout never blocks the data path; lines that do not fit are
+/// dropped and counted (`tandem_log_lines_dropped_total`).
 pub fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
+    let (writer, guard) = NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(LOG_QUEUE_LINES)
+        .thread_name("log-writer")
+        .finish(std::io::stdout());
+    let _ = LOG_DROPS.set(writer.error_counter());
+    if let Ok(mut slot) = LOG_WORKER.lock() {
+        *slot = Some(guard);
+    }
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stdout);
+        .with_writer(writer);
     match format {
         LogFormat::Json => builder
             .json()
@@ -171,4 +192,17 @@ pub fn init_logging(format: LogFormat) {
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
             .init(),
     }
+}
+
+/// Writes out the queued log lines (waits at most a second); call before the process exits.
+pub fn flush_logs() {
+    let guard = LOG_WORKER.lock().ok().and_then(|mut g| g.take());
+    drop(guard);
+}
+
+/// Log lines dropped because the queue was full.
+pub fn log_lines_dropped() -> u64 {
+    LOG_DROPS
+        .get()
+        .map_or(0, |c| u64::try_from(c.dropped_lines()).unwrap_or(u64::MAX))
 }

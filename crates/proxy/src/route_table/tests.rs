@@ -217,10 +217,11 @@ fn braces_in_paths_are_literal() {
 
 #[test]
 fn strips_ports_from_hosts() {
-    assert_eq!(strip_port("example.com:80"), "example.com");
-    assert_eq!(strip_port("[::1]:80"), "::1");
-    assert_eq!(strip_port("::1"), "::1");
-    assert_eq!(strip_port("example.com"), "example.com");
+    let n = |h| crate::host_map::normalize_host(h).into_owned();
+    assert_eq!(n("example.com:80"), "example.com");
+    assert_eq!(n("[::1]:80"), "::1");
+    assert_eq!(n("::1"), "::1");
+    assert_eq!(n("example.com"), "example.com");
 }
 
 #[test]

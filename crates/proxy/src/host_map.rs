@@ -1,0 +1,122 @@
+//! `HostMap<T>`: the one implementation of "exact host, then a wildcard covering one label",
+//! shared by the route table, the HTTPS-redirect hosts, the per-host fallback counters and the
+//! edge's certificate store.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+/// Values by host: exact names, and `*.suffix` wildcards that cover exactly one more label
+/// (`*.example.com` covers `a.example.com`, not `a.b.example.com` nor `example.com`).
+#[derive(Debug)]
+pub struct HostMap<T> {
+    exact: HashMap<Box<str>, T>,
+    wildcard: HashMap<Box<str>, T>,
+}
+
+impl<T> Default for HostMap<T> {
+    fn default() -> Self {
+        Self {
+            exact: HashMap::new(),
+            wildcard: HashMap::new(),
+        }
+    }
+}
+
+/// How a host was found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostMatch {
+    Exact,
+    Wildcard,
+}
+
+impl<T> HostMap<T> {
+    /// The entry of a configured host: lowercase, `*.suffix` for a wildcard.
+    pub fn entry(&mut self, host: &str) -> std::collections::hash_map::Entry<'_, Box<str>, T> {
+        match host.strip_prefix("*.") {
+            Some(suffix) => self.wildcard.entry(suffix.into()),
+            None => self.exact.entry(host.into()),
+        }
+    }
+
+    /// Adds a host unless it is there already: the first value stays.
+    pub fn insert_first(&mut self, host: &str, value: T) {
+        self.entry(host).or_insert(value);
+    }
+
+    pub fn len(&self) -> usize {
+        self.exact.len() + self.wildcard.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The exact entry of a normalised host.
+    pub fn get_exact(&self, host: &str) -> Option<&T> {
+        self.exact.get(host)
+    }
+
+    /// The wildcard entry covering a normalised host.
+    pub fn get_wildcard(&self, host: &str) -> Option<&T> {
+        host.split_once('.')
+            .filter(|(label, _)| !label.is_empty())
+            .and_then(|(_, suffix)| self.wildcard.get(suffix))
+    }
+
+    /// Exact, then wildcard, for a normalised host.
+    pub fn get(&self, host: &str) -> Option<(&T, HostMatch)> {
+        self.get_exact(host)
+            .map(|v| (v, HostMatch::Exact))
+            .or_else(|| self.get_wildcard(host).map(|v| (v, HostMatch::Wildcard)))
+    }
+}
+
+/// A Host header or SNI as a table key: no port, lowercase, no trailing dot. Allocates only
+/// for uppercase hosts.
+pub fn normalize_host(host: &str) -> Cow<'_, str> {
+    let host = strip_port(host);
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    }
+}
+
+/// `example.com:8080` → `example.com`; `[::1]:8080` → `::1`.
+fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split_once(']').map_or(rest, |(h, _)| h);
+    }
+    match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !h.contains(':') => h,
+        _ => host,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_then_one_label_wildcard() {
+        let mut m = HostMap::default();
+        m.insert_first("a.example", 1);
+        m.insert_first("*.example", 2);
+        m.insert_first("a.example", 3);
+        assert_eq!(m.get("a.example"), Some((&1, HostMatch::Exact)));
+        assert_eq!(m.get("b.example"), Some((&2, HostMatch::Wildcard)));
+        assert_eq!(m.get("c.b.example"), None);
+        assert_eq!(m.get("example"), None);
+        assert_eq!(m.get(".example"), None);
+        assert_eq!(m.len(), 2);
+    }
+
+    #[test]
+    fn hosts_normalise() {
+        assert_eq!(normalize_host("A.Example.:8080"), "a.example");
+        assert_eq!(normalize_host("[::1]:80"), "::1");
+        assert_eq!(normalize_host("::1"), "::1");
+        assert!(matches!(normalize_host("a.example"), Cow::Borrowed(_)));
+    }
+}

@@ -1,0 +1,54 @@
+//! Per-request state, carried through the phases.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use prometheus::IntCounter;
+
+use super::in_flight::InFlightGuard;
+use crate::metrics::RouteMetrics;
+use crate::route_table::RouteTarget;
+
+pub struct RequestCtx {
+    pub(crate) route: Option<Arc<RouteTarget>>,
+    /// Metrics of the route, or of unrouted requests.
+    pub(crate) metrics: Option<Arc<RouteMetrics>>,
+    /// Fallback counter of the request's configured host, when the fallback serves it.
+    pub(crate) fallback_counter: Option<IntCounter>,
+    pub(crate) request_id: String,
+    pub(crate) attempt_started: Option<Instant>,
+    pub(crate) tried: Vec<SocketAddr>,
+    pub(crate) upstream: Option<SocketAddr>,
+    pub(crate) client: Option<IpAddr>,
+    pub(crate) started: Instant,
+    pub(crate) connected: Option<Instant>,
+    /// Why the proxy answered itself, if it did.
+    pub(crate) local_reason: Option<&'static str>,
+    /// The authority the request is for, as sent (absolute-form / `:authority`, else `Host`).
+    pub(crate) authority: String,
+    /// The normalised path, when it differs from the one the client sent.
+    pub(crate) normalized_path: Option<String>,
+    pub(crate) _in_flight: InFlightGuard,
+}
+
+impl RequestCtx {
+    pub(crate) fn new(in_flight: InFlightGuard) -> Self {
+        Self {
+            route: None,
+            metrics: None,
+            fallback_counter: None,
+            request_id: String::new(),
+            attempt_started: None,
+            tried: Vec::new(),
+            upstream: None,
+            client: None,
+            started: Instant::now(),
+            connected: None,
+            local_reason: None,
+            authority: String::new(),
+            normalized_path: None,
+            _in_flight: in_flight,
+        }
+    }
+}

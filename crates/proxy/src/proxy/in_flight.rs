@@ -1,0 +1,49 @@
+//! Requests being served right now: shutdown waits for this to reach zero, and it is the
+//! `tandem_requests_in_flight` gauge (one atomic per request in and out).
+
+use prometheus::IntGauge;
+
+#[derive(Clone, Debug)]
+pub struct InFlight {
+    gauge: IntGauge,
+}
+
+impl InFlight {
+    pub fn new(gauge: IntGauge) -> Self {
+        Self { gauge }
+    }
+
+    pub fn count(&self) -> usize {
+        usize::try_from(self.gauge.get()).unwrap_or(0)
+    }
+
+    pub(crate) fn enter(&self) -> InFlightGuard {
+        self.gauge.inc();
+        InFlightGuard(self.gauge.clone())
+    }
+}
+
+/// Counts one request as in flight until dropped with the request's context.
+pub struct InFlightGuard(IntGauge);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_while_guards_live() {
+        let f = InFlight::new(IntGauge::new("g", "h").unwrap());
+        let a = f.enter();
+        let b = f.enter();
+        assert_eq!(f.count(), 2);
+        drop(a);
+        drop(b);
+        assert_eq!(f.count(), 0);
+    }
+}
