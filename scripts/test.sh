@@ -18,4 +18,4 @@ cargo test --workspace --quiet 2>&1 | grep -v '^running 0 tests$' | grep -v '^te
 test "${PIPESTATUS[0]}" -eq 0
 echo "== end-to-end tests, Helm chart checks and Ingress conformance scenarios"
 export TANDEM_BIN_DIR="$PWD/target/debug"
-.venv/bin/python -m pytest tests/e2e tests/chart conformance -q -p no:cacheprovider "$@"
+.venv/bin/python -m pytest tests/e2e tests/reliability tests/chart conformance -q -p no:cacheprovider "$@"
