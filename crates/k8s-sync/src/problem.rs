@@ -22,6 +22,9 @@ pub enum ProblemReason {
     CrossNamespaceSecret,
     CertificateInvalid,
     CertificateExpired,
+    /// A manifest file (kind `ManifestFile`, name = its path) or a directory entry that could
+    /// not be read; the file's last good objects stay in force.
+    ManifestRejected,
 }
 
 impl ProblemReason {
@@ -44,6 +47,7 @@ impl ProblemReason {
             Self::CrossNamespaceSecret => "cross_namespace_secret",
             Self::CertificateInvalid => "certificate_invalid",
             Self::CertificateExpired => "certificate_expired",
+            Self::ManifestRejected => "manifest_rejected",
         }
     }
 }
