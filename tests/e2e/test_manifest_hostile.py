@@ -1,6 +1,6 @@
-"""Hostile or awkward manifest directories: files nested 25,000 levels deep or too large,
-duplicate keys, symlink loops next to a ConfigMap-style volume, and files rewritten in place.
-Each is reported (file + reason) while the last good objects keep serving and other changes
+"""Hostile or awkward manifest directories: files nested 25,000 levels deep, too large or too
+dense in tokens, duplicate keys, symlink loops next to a ConfigMap-style volume, and files
+rewritten in place. Each is reported (file + reason) while the last good objects keep serving and other changes
 are still applied within the SLA.
 """
 
@@ -18,9 +18,10 @@ from e2e_lib import (LOOPBACK, MEASURE_SLACK, RELOAD_SLA, backend_objects, http_
 from metrics_support import scrape
 
 DEPTH = 25_000
-# Must match MAX_NESTING / MAX_FILE_BYTES in crates/k8s-sync/src/manifest.rs (and the README).
+# Must match MAX_NESTING / MAX_FILE_BYTES / MAX_TOKENS in crates/k8s-sync/src/manifest.rs (and the README).
 MAX_NESTING = 64
 MAX_FILE_BYTES = 16 * 1024 * 1024
+MAX_TOKENS = 1_000_000
 
 
 def routes(name, path, svc):
@@ -75,14 +76,21 @@ def test_deep_nesting_and_huge_files_are_rejected_fast(env):
     r.wait_log(r"big\.yaml.*larger than", 10)
     r.write("after-big.yaml", routes("after-big", "/after-big", "svc"))
     r.wait_served_by("/after-big", "svc", timeout=RELOAD_SLA + MEASURE_SLACK)
+    # Small in bytes (2 MB) but dense in tokens: over MAX_TOKENS, rejected before parsing.
+    t0 = time.monotonic()
+    (r.manifests_dir / "dense.yaml").write_text("[" + "[]," * (MAX_TOKENS * 2 // 3) + "1]\n")
+    r.wait_log(r"dense\.yaml.*tokens", 10)
+    print(f"  {(time.monotonic() - t0) * 1000:7.1f} ms  dense.yaml ({MAX_TOKENS * 2} tokens) rejected")
+    r.write("after-dense.yaml", routes("after-dense", "/after-dense", "svc"))
+    r.wait_served_by("/after-dense", "svc", timeout=RELOAD_SLA + MEASURE_SLACK)
     # Each problem is reported once, not at every poll.
     time.sleep(1.5)
     for name, needle in [("deep.json", "nest"), ("big.yaml", "larger than")]:
         assert len(problem_lines(r, name, needle)) == 1, problem_lines(r, name, needle)
-    # ... and counted: routes.yaml, deep-map.yaml, deep.json, deep-block.yaml, big.yaml
-    assert rejected_files(r) == 5
+    # ... and counted: routes.yaml, deep-map.yaml, deep.json, deep-block.yaml, big.yaml, dense.yaml
+    assert rejected_files(r) == 6
     (r.manifests_dir / "big.yaml").unlink()
-    wait_until(lambda: rejected_files(r) == 4, 5, desc="problem count down after deleting big.yaml")
+    wait_until(lambda: rejected_files(r) == 5, 5, desc="problem count down after deleting big.yaml")
 
 
 def test_duplicate_keys_reject_the_document(env):

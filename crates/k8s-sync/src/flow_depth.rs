@@ -591,4 +591,33 @@ mod tests {
         assert_eq!(depth("k:\n  - a\n    [b\n"), 0);
         assert_eq!(depth("k: a\n[[b]]: c\n"), 2);
     }
+    /// The depth the YAML scanner itself reaches on each input (its FLOW-*-START/END tokens,
+    /// read from the scanner of the `unsafe-libyaml` crate that `serde_yaml_ng` uses).
+    #[test]
+    fn agrees_with_the_scanner() {
+        for (text, scanner_depth) in [
+            ("k: a\n  [b\n", 0),
+            ("- |\n  [[\n- [[x]]\n", 2),
+            ("a: 'x\n  [[y'\n", 0),
+            (r#"a: "x\"[[""#, 0),
+            ("[a, 'b]', c]", 1),
+            ("{a: [b, {c: d}]}: e\n", 3),
+            ("%YAML 1.2\n--- [[a]]\n", 2),
+            ("a: !<tag:[x]> [[b]]\n", 2),
+            ("a: &x [b]\n", 1),
+            ("? [a]\n: [[b]]\n", 2),
+            ("\u{feff}[[a]]", 2),
+            ("# [[[\n[x] # ]]]\n", 1),
+            ("a: b # [[[\n", 0),
+            ("a: b#[[[\n", 0),
+            ("[a#b, [c]]", 2),
+            ("- - [a]\n  - [[b]]\n", 2),
+            ("a: >\n  [[[\n b: [c]\n", 1),
+            ("[a'b, [[c]], d'e]", 3),
+            ("k:\n  - a\n    [b\n", 0),
+            ("k: a\n[[b]]: c\n", 2),
+        ] {
+            assert_eq!(depth(text), scanner_depth, "{text:?}");
+        }
+    }
 }
