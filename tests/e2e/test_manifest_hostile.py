@@ -1,7 +1,7 @@
 """Hostile or awkward manifest directories: files nested 25,000 levels deep, too large or too
 dense in tokens, duplicate keys, symlink loops next to a ConfigMap-style volume, and files
-rewritten in place. Each is reported (file + reason) while the last good objects keep serving and other changes
-are still applied within the SLA.
+rewritten in place. Each is reported (file + reason) while the last good objects keep serving
+and other changes are still applied within the SLA.
 """
 
 from __future__ import annotations
@@ -250,7 +250,7 @@ def test_in_place_rewrites_never_drop_routes(env):
     with Load(r.http_port, ["/a/x", "/b/x"], "svc") as load:
         time.sleep(0.3)
         # (pause after truncate, pause between the two chunks) in seconds
-        plans = [(0.0, 0.03), (0.0, 0.06), (0.02, 0.02), (0.2, 0.03), (0.0, 0.0)] * 3
+        plans = [(0.0, 0.02), (0.0, 0.04), (0.02, 0.02), (0.2, 0.02), (0.0, 0.0)] * 3
         for i, (after_truncate, between) in enumerate(plans):
             docs = [routes("a", "/a", "svc"), routes("b", "/b", "svc")]
             docs[0]["metadata"]["annotations"] = {"rewrite": str(i)}  # a real change each time
