@@ -16,6 +16,6 @@ cargo build --workspace --bins --quiet
 echo "== unit tests"
 cargo test --workspace --quiet 2>&1 | grep -v '^running 0 tests$' | grep -v '^test result: ok. 0 passed' | grep -v '^$'
 test "${PIPESTATUS[0]}" -eq 0
-echo "== end-to-end tests"
+echo "== end-to-end tests and Helm chart checks"
 export TANDEM_BIN_DIR="$PWD/target/debug"
-.venv/bin/python -m pytest tests/e2e -q -p no:cacheprovider "$@"
+.venv/bin/python -m pytest tests/e2e tests/chart -q -p no:cacheprovider "$@"

@@ -104,3 +104,24 @@ def test_malformed_secret_event(env, cluster):
     edge = _edge_setup(cluster, env, "bad-cert")
     edge.wait_log("certificate rejected", 10)
     _wait_event_naming(cluster, "bad-cert")
+
+
+def test_ingress_class_of_another_controller_gets_events(env, cluster):
+    """Our IngressClass names another controller: its Ingresses are not served and each one
+    gets a Warning Event saying why (kubectl describe ingress shows it)."""
+    ip = backend_ip()
+    a = env.echo("svc-a", host=ip)
+    cluster.put(ingress_class(ROUTER_CLASS, controller="k8s.io/ingress-nginx"))
+    cluster.put_many(backend_objects("svc-a", [a], namespace=cluster.ns))
+    cluster.put(ingress("foreign", [rule(None, http_path("/foreign", "svc-a"))], namespace=cluster.ns))
+    router = start_router(env, cluster, ["--publish-status-address", "10.0.0.1"], pod_name="cc", client_id="cc")
+
+    def mismatch():
+        return [e for e in cluster.events(involved="foreign") if "k8s.io/ingress-nginx" in event_text(e)]
+
+    e = wait_until(mismatch, 10, interval=0.1, desc="Event on Ingress foreign naming the other controller")[0]
+    assert e.get("type") == "Warning" and "class_controller_mismatch" in event_text(e), e
+    assert router.get("/foreign").status == 404
+    # Fixed: the IngressClass names our controller → served.
+    cluster.put(ingress_class(ROUTER_CLASS))
+    wait_until(lambda: router.get("/foreign").service == "svc-a", 5, desc="served once the class is ours")

@@ -1,6 +1,7 @@
 """IngressClass handling: spec.ingressClassName, the legacy kubernetes.io/ingress.class
 annotation, other classes ignored, class-less Ingresses only with a default IngressClass
-(named like ours) or --watch-ingress-without-class.
+(named like ours) or --watch-ingress-without-class; an IngressClass of our name that names
+another controller (spec.controller vs --controller-class) is not served, and says so.
 """
 
 from __future__ import annotations
@@ -116,3 +117,36 @@ def test_class_change_on_existing_ingress(env, backend_docs):
     wait_until(lambda: status(r, "/moving") == 404, 10, desc="Ingress moved to class nginx is dropped")
     r.write("ing.yaml", ing_by_annotation("moving", DEFAULT_CLASS))
     wait_until(lambda: status(r, "/moving") == 200, 10, desc="Ingress annotated with our class is served again")
+
+
+def test_ingress_class_of_another_controller_is_not_served(env, backend_docs):
+    """Our class name, but its IngressClass names another controller: like ingress-nginx's
+    --controller-class, nothing of that class is served, and each Ingress is reported."""
+    r = env.router({
+        "backends.yaml": backend_docs,
+        "class.yaml": ingress_class(DEFAULT_CLASS, default=True, controller="k8s.io/ingress-nginx"),
+        "ingresses.yaml": [ing_by_name("by-name", DEFAULT_CLASS), ing_classless("classless")],
+    })
+    assert status(r, "/by-name") == 404
+    assert status(r, "/classless") == 404, "a default class of another controller is not ours either"
+    line = r.wait_log("class_controller_mismatch", desc="problem logged for the Ingress")
+    assert "by-name" in line and "k8s.io/ingress-nginx" in line, line
+    assert "classless" not in line
+
+    # The IngressClass is fixed to name our controller: served, within the reload SLA.
+    r.write("class.yaml", ingress_class(DEFAULT_CLASS, default=True))
+    wait_until(lambda: status(r, "/by-name") == 200, RELOAD_SLA + MEASURE_SLACK,
+               desc="served once the IngressClass names tandem.dev/router")
+    assert status(r, "/classless") == 200
+
+
+def test_controller_class_flag(env, backend_docs):
+    manifests = {
+        "backends.yaml": backend_docs,
+        "class.yaml": ingress_class(DEFAULT_CLASS, controller="example.com/rest-router"),
+        "ingresses.yaml": [ing_by_name("by-name", DEFAULT_CLASS)],
+    }
+    r = env.router(manifests, ["--controller-class", "example.com/rest-router"])
+    assert status(r, "/by-name") == 200
+    other = env.router(manifests)  # default --controller-class tandem.dev/router
+    assert status(other, "/by-name") == 404

@@ -1,7 +1,8 @@
 """Both tiers chained: client (127.0.0.2) -> tls-edge (HTTPS) -> router (trusting only
 127.0.0.1/32, i.e. the edge) -> echo-backend. The client address survives both hops, forged
 forwarding headers from the client are not trusted, HTTP/2 from the client and WebSocket over
-wss work; the same with the edge speaking h2c to the router.
+wss work; the same with the edge speaking h2c to the router, forced by flag or, with default
+flags, chosen by the router Service port's appProtocol.
 """
 
 from __future__ import annotations
@@ -43,18 +44,28 @@ def router(module_env):
     }, ["--trusted-proxies", "127.0.0.1/32"], name="router")
 
 
-def edge_manifests(router, cert):
+def edge_manifests(router, cert, app_protocol=None):
     # The router tier's Service: no selector, hand-written Endpoints -> the router's port.
+    router_svc = backend_objects("routing-ingress-controller",
+                                 [Endpoint("127.0.0.1", router.http_port)], mode="endpoints")
+    if app_protocol:
+        router_svc[0]["spec"]["ports"][0]["appProtocol"] = app_protocol
     return {
-        "router-svc.yaml": backend_objects("routing-ingress-controller",
-                                           [Endpoint("127.0.0.1", router.http_port)], mode="endpoints"),
+        "router-svc.yaml": router_svc,
         "secret.yaml": cert_secret("shop-tls", cert),
         "ingress.yaml": edge_ingress("shop", [([HOST], "shop-tls")], "routing-ingress-controller", 80),
     }
 
 
-@pytest.fixture(scope="module", params=["http1", "h2c"])
+# "http1"/"h2c": forced with --upstream-protocol. "default-*": default flags, the protocol comes
+# from the router Service port's appProtocol (kubernetes.io/h2c, as the Helm chart sets it, or
+# none: an ordinary HTTP/1.1 backend).
+@pytest.fixture(scope="module", params=["http1", "h2c", "default-h2c", "default-http1"])
 def edge(request, module_env, router, shop_cert):
+    if request.param.startswith("default-"):
+        app_protocol = "kubernetes.io/h2c" if request.param == "default-h2c" else None
+        return start_edge(module_env, edge_manifests(router, shop_cert, app_protocol), [],
+                          name=f"edge-{request.param}")
     return start_edge(module_env, edge_manifests(router, shop_cert),
                       ["--upstream-protocol", request.param], name=f"edge-{request.param}")
 
@@ -93,7 +104,7 @@ def test_client_address_survives_both_hops(edge, pki, router):
         return [e for e in router.access_logs() if e.get("path") == "/who?am=i" and e.get("client") == CLIENT]
     entry = wait_until(logged, 5, desc="router access log with client 127.0.0.2")[-1]
     # the hop edge -> router really uses the configured protocol
-    want = "HTTP/2.0" if "h2c" in edge.name else "HTTP/1.1"
+    want = "HTTP/2.0" if edge.name.endswith("h2c") else "HTTP/1.1"
     assert entry.get("proto") == want, f"edge -> router hop spoke {entry.get('proto')}, expected {want}"
 
 
@@ -226,3 +237,43 @@ def test_edge_trusts_xff_only_from_its_trusted_proxies(env, pki, shop_cert):
     assert xff_list(untrusted["x-forwarded-for"]) == ["127.0.0.3"]
     assert untrusted["x-real-ip"] == "127.0.0.3"
     assert trusted["x-forwarded-proto"] == untrusted["x-forwarded-proto"] == "https"
+
+
+def test_default_flags_reach_an_http1_only_backend(module_env, pki, shop_cert):
+    """With default flags the edge speaks HTTP/1.1 to a backend whose Service port has no
+    appProtocol: a backend that knows nothing of HTTP/2 (Python's http.server) answers."""
+    import http.server
+    import threading
+
+    seen = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):
+            seen.append(self.request_version)
+            body = b"plain http/1.1 backend\n"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        edge = start_edge(module_env, {
+            "svc.yaml": backend_objects("plain", [Endpoint("127.0.0.1", server.server_address[1])]),
+            "secret.yaml": cert_secret("shop-tls", shop_cert),
+            "ingress.yaml": edge_ingress("plain", [([HOST], "shop-tls")], "plain", 80),
+        }, [], name="edge-plain-backend")
+        for _ in range(3):
+            r = curl_https(edge, HOST, "/plain", cacert=pki.ca_path)
+            assert r.status == 200, r
+            assert r.body == b"plain http/1.1 backend\n"
+        assert seen and set(seen) == {"HTTP/1.1"}, seen
+    finally:
+        server.shutdown()
+        server.server_close()

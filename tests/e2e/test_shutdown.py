@@ -117,3 +117,26 @@ def test_grace_bounds_the_drain(env):
         t.join(timeout=20)
     res, _ = results[0]
     assert isinstance(res, Exception) or res.status != 200, "the 15 s request cannot have completed"
+
+
+def test_sigint_stops_within_seconds_every_time(env):
+    """SIGINT is the fast stop (benchmarks and people at a terminal use it): it must end the
+    process within a bounded time every time, also after traffic (pingora's fast shutdown could
+    leave an accept loop spinning and never return)."""
+    app = env.echo("app")
+    manifests = {
+        "backends.yaml": backend_objects("app", [app]),
+        "ing.yaml": ingress("app", [rule(None, http_path("/", "app", 80))]),
+    }
+    took = []
+    for i in range(8):
+        r = env.router(manifests, ["--shutdown-delay", "5s"], name=f"sigint-{i}")
+        for _ in range(5):
+            assert r.get("/x").status == 200
+        t0 = time.monotonic()
+        r.proc.signal(signal.SIGINT)
+        rc = r.proc.wait_exit(5)
+        took.append(time.monotonic() - t0)
+        assert rc is not None, f"round {i}: router still running 5 s after SIGINT\n{r.proc.describe()}"
+    print(f"\nSIGINT → exit: max {max(took) * 1000:.0f} ms over {len(took)} rounds")
+    assert max(took) < 3, took

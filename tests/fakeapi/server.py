@@ -1,7 +1,8 @@
 """A wire-level fake Kubernetes API server (stdlib only) for tandem's end-to-end tests.
 
-Speaks plain HTTP/1.1 on loopback, no auth, JSON only. See README.md in this directory for what
-it covers and what it does not.
+Speaks plain HTTP/1.1 on loopback, JSON only; accepts any token unless ``authorization=True``,
+which turns on bearer-token authentication and RBAC enforcement (``rbac.py``). See README.md in
+this directory for what it covers and what it does not.
 
 In-process use::
 
@@ -32,6 +33,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
 from urllib.parse import parse_qs, unquote, urlsplit
+
+try:  # imported as tests.fakeapi.server or fakeapi.server (package), or as a plain module
+    from . import rbac
+except ImportError:  # pragma: no cover
+    import rbac  # type: ignore[no-redef]
 
 # --------------------------------------------------------------------------- resources
 
@@ -67,6 +73,11 @@ RESOURCES: list[Resource] = [
     Resource("coordination.k8s.io", "v1", "leases", "Lease", True),
     Resource("events.k8s.io", "v1", "events", "Event", True),
     Resource("", "v1", "events", "Event", True),
+    Resource("", "v1", "serviceaccounts", "ServiceAccount", True),
+    Resource("rbac.authorization.k8s.io", "v1", "roles", "Role", True),
+    Resource("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", True),
+    Resource("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", False),
+    Resource("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", False),
 ]
 _BY_KEY = {r.key: r for r in RESOURCES}
 _BY_GVK = {(r.api_version, r.kind): r for r in RESOURCES}
@@ -313,6 +324,17 @@ class Request:
     client: str
     user_agent: str
     code: int = 0
+    # What the request asks for, as the authorizer reads it (filled in for every API request,
+    # whether authorization is on or not; empty for /__fake/ control requests):
+    user: str = ""       # authenticated user name ("" if authorization is off and no token is known)
+    verb: str = ""       # get, list, watch, create, update, patch, delete, deletecollection; or the
+                         # lower-case method of a non-resource request (/version: "get")
+    api_group: str = ""
+    resource: str = ""   # plural, "" for a non-resource request
+    subresource: str = ""
+    namespace: str = ""
+    name: str = ""
+    authz: str = ""      # "allowed", "denied", "unauthenticated"; "" when authorization is off
 
     @property
     def is_watch(self) -> bool:
@@ -321,6 +343,29 @@ class Request:
     @property
     def resource_path(self) -> str:
         return self.path.split("?", 1)[0]
+
+
+@dataclass
+class Denial:
+    """A request refused by authentication (401) or authorization (403)."""
+    time: float
+    code: int            # 401 or 403
+    client: str
+    user: str
+    groups: list
+    method: str
+    path: str            # path?query, without the /__client/<id> prefix
+    verb: str
+    api_group: str
+    resource: str        # plural, "" for a non-resource request
+    subresource: str
+    namespace: str
+    name: str
+    message: str         # the Status message the client got
+
+    @property
+    def combined_resource(self) -> str:
+        return f"{self.resource}/{self.subresource}" if self.subresource else self.resource
 
 
 @dataclass
@@ -349,7 +394,16 @@ class FakeApiServer:
 
     def __init__(self, port: int = 0, host: str = "127.0.0.1", *, history_limit: int = 10_000,
                  bookmark_interval: float = 1.0, watch_timeout_cap: float | None = None,
-                 record_requests: bool = True):
+                 record_requests: bool = True, authorization: bool = False,
+                 rbac_objects: Iterable[dict] = (), tokens: dict[str, Any] | None = None,
+                 bootstrap_policy: bool = True):
+        """``authorization=True``: every API request is authenticated by its bearer token (see
+        ``add_token``/``add_service_account_token``; unknown token → 401, no token → anonymous) and
+        authorized by RBAC from the Role/ClusterRole/RoleBinding/ClusterRoleBinding objects in the
+        store (``rbac_objects`` — and any other object in that list — are put there at
+        construction; later changes take effect at the next request).
+        ``tokens`` maps a token to a ``UserInfo`` or to ``"system:serviceaccount:<ns>:<name>"``.
+        ``bootstrap_policy``: the built-in rules letting any user get /version, /healthz..."""
         self.host = host
         self.port = port
         self.history_limit = history_limit
@@ -374,6 +428,14 @@ class FakeApiServer:
         self._open_watches: dict[int, tuple[str, str, str]] = {}
         self._watch_ids = 0
         self.running = False
+        self.authorization = authorization
+        self.bootstrap_policy = bootstrap_policy
+        self._tokens: dict[str, rbac.UserInfo] = {}
+        self._policy: rbac.Policy | None = None
+        self._denials: list[Denial] = []
+        for tok, who in (tokens or {}).items():
+            self.add_token(tok, who)
+        self.put_many(rbac_objects)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -448,6 +510,8 @@ class FakeApiServer:
 
     def _emit(self, r: Resource, ns: str, etype: str, obj: dict, raw: bytes, prev: dict | None) -> None:
         rec = WatchRecord(self._rv, r.key, ns, etype, obj, raw, prev)
+        if r.group == rbac.RBAC_GROUP:
+            self._policy = None  # rebuilt on the next authorization
         self._history.append(rec)
         self._history_rvs.append(rec.rv)
         if len(self._history) > self.history_limit * 1.25:
@@ -665,18 +729,95 @@ class FakeApiServer:
         return counts
 
     def requests(self, *, method: str | None = None, contains: str | None = None,
-                 watch: bool | None = None) -> list[Request]:
-        """Requests received so far (also those still being answered, with code 0)."""
+                 watch: bool | None = None, resource: str | None = None, user: str | None = None,
+                 client: str | None = None) -> list[Request]:
+        """Requests received so far (also those still being answered, with code 0).
+        ``resource``: a plural ("secrets") or plural/subresource ("ingresses/status")."""
         with self._cond:
             rs = list(self._requests)
         return [r for r in rs if (method is None or r.method == method)
                 and (contains is None or contains in r.path)
-                and (watch is None or r.is_watch == watch)]
+                and (watch is None or r.is_watch == watch)
+                and (resource is None or r.resource == resource
+                     or (r.subresource and f"{r.resource}/{r.subresource}" == resource))
+                and (user is None or r.user == user)
+                and (client is None or r.client == client)]
 
     def clear_log(self) -> None:
         with self._cond:
             self._writes.clear()
             self._requests.clear()
+            self._denials.clear()
+
+    # ------------------------------------------------------------------ authentication / RBAC
+
+    def add_token(self, token: str, who: "rbac.UserInfo | str", groups: Iterable[str] = ()) -> str:
+        """Make ``token`` authenticate as ``who``: a ``UserInfo`` (groups as given), a
+        ``system:serviceaccount:<ns>:<name>`` name (the ServiceAccount's groups; the request is 401
+        while that ServiceAccount object is not in the store, as for a real SA token), or any
+        other user name (``groups`` + ``system:authenticated``). Returns the token."""
+        if isinstance(who, str):
+            sa = rbac.parse_service_account_user(who)
+            who = rbac.service_account_user(*sa) if sa else rbac.user(who, groups)
+        with self._cond:
+            self._tokens[token] = who
+        return token
+
+    def add_service_account_token(self, namespace: str, name: str, token: str | None = None) -> str:
+        """A token for ServiceAccount ``namespace/name`` (default ``sa:<ns>:<name>``)."""
+        return self.add_token(token or f"sa:{namespace}:{name}", f"system:serviceaccount:{namespace}:{name}")
+
+    def set_authorization(self, on: bool = True) -> None:
+        with self._cond:
+            self.authorization = on
+
+    def policy(self) -> "rbac.Policy":
+        """The RBAC policy in force: the store's RBAC objects (+ the bootstrap rules)."""
+        with self._cond:
+            if self._policy is None:
+                objs = [s.obj for r in RESOURCES if r.group == rbac.RBAC_GROUP
+                        for s in self._objects[r.key].values()]
+                self._policy = rbac.Policy.from_objects(objs, bootstrap=self.bootstrap_policy)
+            return self._policy
+
+    def can(self, who: "rbac.UserInfo | str", verb: str, resource: str, namespace: str = "",
+            name: str = "", *, group: str | None = None) -> bool:
+        """``kubectl auth can-i`` against the current policy. ``resource``: a plural, optionally
+        with a subresource ("ingresses/status"); ``group`` defaults to that of the fake's resource
+        of that name (``events`` → events.k8s.io; pass ``group=""`` for core Events)."""
+        if isinstance(who, str):
+            sa = rbac.parse_service_account_user(who)
+            who = rbac.service_account_user(*sa) if sa else rbac.user(who)
+        plural, _, sub = resource.partition("/")
+        if group is None:
+            group = resource_for(plural).group
+        attrs = rbac.Attributes(who, verb, "", True, group, "v1", plural, sub, namespace, name)
+        return self.policy().authorize(attrs).allowed
+
+    def authenticate(self, authorization_header: str) -> "rbac.UserInfo | None":
+        """The user of an ``Authorization`` header: None for an unknown or invalid token
+        (→ 401), anonymous without a bearer token."""
+        if not authorization_header:
+            return rbac.ANONYMOUS
+        if not authorization_header.lower().startswith("bearer "):
+            return None
+        with self._cond:
+            who = self._tokens.get(authorization_header[7:].strip())
+            if who is None:
+                return None
+            sa = rbac.parse_service_account_user(who.name)
+            if sa and self.authorization and (sa[0], sa[1]) not in self._objects[("", "serviceaccounts")]:
+                return None
+            return who
+
+    def denials(self, *, user: str | None = None, resource: str | None = None, verb: str | None = None,
+                since: float | None = None) -> list[Denial]:
+        """Requests refused with 401/403 so far (only when authorization is on)."""
+        with self._cond:
+            ds = list(self._denials)
+        return [d for d in ds if (user is None or d.user == user) and (since is None or d.time >= since)
+                and (resource is None or d.resource == resource or d.combined_resource == resource)
+                and (verb is None or d.verb == verb)]
 
     def expire_watches(self) -> None:
         """Compact the history: open watches end with an ERROR 410 event and any watch resumed from
@@ -903,7 +1044,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         q = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
         body = b""
         req = Request(time.time(), method, full, client, self.headers.get("User-Agent", ""))
-        if fake.record_requests and not path.startswith("/__fake/"):
+        control = path.startswith("/__fake/")
+        who: rbac.UserInfo | None = None
+        attrs: rbac.Attributes | None = None
+        if not control:
+            who = fake.authenticate(self.headers.get("Authorization", ""))
+            attrs = rbac.request_attributes(method, path, q, who or rbac.ANONYMOUS)
+            req.user = who.name if who is not None and (fake.authorization or who is not rbac.ANONYMOUS) else ""
+            req.verb, req.api_group, req.resource = attrs.verb, attrs.api_group, attrs.resource
+            req.subresource, req.namespace, req.name = attrs.subresource, attrs.namespace, attrs.name
+        if fake.record_requests and not control:
             with fake._cond:
                 fake._requests.append(req)
         try:
@@ -917,7 +1067,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     return
                 raise ApiError(fault.code, "InternalError" if fault.code >= 500 else "BadRequest",
                                f"injected failure ({fault.code})")
-            if path.startswith("/__fake/"):
+            if attrs is not None and fake.authorization:
+                self._authorize(who, attrs, req, method, full, client)
+            if control:
                 self._control(method, path, q, body)
             elif path in ("/version", "/version/"):
                 self._send(200, {"major": "1", "minor": "33", "gitVersion": "v1.33.0-fake",
@@ -935,6 +1087,27 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self._send(500, status_obj(500, "InternalError", f"fake api server error: {e!r}"))
         finally:
             req.code = self._code or 599
+
+    # -- authentication and authorization (only when the fake's authorization is on)
+    def _authorize(self, who: "rbac.UserInfo | None", attrs: "rbac.Attributes", req: Request, method: str,
+                   full: str, client: str) -> None:
+        fake = self.server.fake
+        if who is None:
+            status, groups, req.authz = rbac.unauthorized_status(), [], "unauthenticated"
+        else:
+            decision = fake.policy().authorize(attrs)
+            if decision.allowed:
+                req.authz = "allowed"
+                return
+            status, groups, req.authz = rbac.forbidden_status(attrs, decision.reason), list(who.groups), "denied"
+        d = Denial(time.time(), status["code"], client, who.name if who else "", groups, method, full,
+                   attrs.verb, attrs.api_group, attrs.resource, attrs.subresource, attrs.namespace, attrs.name,
+                   status["message"])
+        with fake._cond:
+            fake._denials.append(d)
+        e = ApiError(status["code"], status["reason"], status["message"])
+        e.status = status
+        raise e
 
     # -- control endpoints
     def _control(self, method: str, path: str, q: dict, body: bytes) -> None:
@@ -961,6 +1134,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._send(200, {"items": fake.events()})
         elif op == "requests":
             self._send(200, {"items": [r.__dict__ for r in fake.requests()]})
+        elif op == "denials":
+            self._send(200, {"items": [d.__dict__ for d in fake.denials()]})
         elif op == "expire-watches" and method == "POST":
             fake.expire_watches()
             self._send(200, {})

@@ -348,3 +348,281 @@ def test_control_http_endpoints(fake):
     assert code == 200 and fake.get("ingresses", "a") is None
     assert req(fake, "POST", "/__fake/expire-watches")[0] == 200
     assert req(fake, "GET", "/__fake/requests")[0] == 200
+
+
+# --------------------------------------------------------------------------- authentication and RBAC
+
+try:
+    from . import rbac
+except ImportError:  # pragma: no cover
+    from fakeapi import rbac
+
+RBAC = "rbac.authorization.k8s.io/v1"
+SA_USER = "system:serviceaccount:tandem:router"
+
+
+def role(name, rules, ns=None, kind=None, labels=None, aggregate=None):
+    meta = {"name": name}
+    if ns:
+        meta["namespace"] = ns
+    if labels:
+        meta["labels"] = labels
+    o = {"apiVersion": RBAC, "kind": kind or ("Role" if ns else "ClusterRole"), "metadata": meta, "rules": rules}
+    if aggregate:
+        o["aggregationRule"] = {"clusterRoleSelectors": aggregate}
+    return o
+
+
+def binding(name, ref_kind, ref_name, subjects, ns=None):
+    meta = {"name": name}
+    if ns:
+        meta["namespace"] = ns
+    return {"apiVersion": RBAC, "kind": "RoleBinding" if ns else "ClusterRoleBinding", "metadata": meta,
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": ref_kind, "name": ref_name},
+            "subjects": subjects}
+
+
+def sa_subject(name="router", ns="tandem"):
+    return {"kind": "ServiceAccount", "name": name, "namespace": ns}
+
+
+def attrs(method, path, who=None, **q):
+    return rbac.request_attributes(method, path, q, who or rbac.service_account_user("tandem", "router"))
+
+
+@pytest.mark.parametrize("method,path,q,want", [
+    ("GET", "/apis/networking.k8s.io/v1/ingresses", {}, ("list", "networking.k8s.io", "ingresses", "", "", "")),
+    ("GET", "/apis/networking.k8s.io/v1/ingresses", {"watch": "true"},
+     ("watch", "networking.k8s.io", "ingresses", "", "", "")),
+    ("GET", "/api/v1/namespaces/ns1/secrets", {"watch": "1", "fieldSelector": "type=kubernetes.io/tls"},
+     ("watch", "", "secrets", "", "ns1", "")),
+    ("GET", "/api/v1/namespaces/ns1/secrets", {"fieldSelector": "metadata.name=tls-a"},
+     ("list", "", "secrets", "", "ns1", "tls-a")),
+    ("GET", "/api/v1/namespaces/ns1/services/web", {}, ("get", "", "services", "", "ns1", "web")),
+    ("POST", "/apis/coordination.k8s.io/v1/namespaces/ns1/leases", {},
+     ("create", "coordination.k8s.io", "leases", "", "ns1", "")),
+    ("PUT", "/apis/coordination.k8s.io/v1/namespaces/ns1/leases/l", {},
+     ("update", "coordination.k8s.io", "leases", "", "ns1", "l")),
+    ("PATCH", "/apis/networking.k8s.io/v1/namespaces/ns1/ingresses/web/status", {},
+     ("patch", "networking.k8s.io", "ingresses", "status", "ns1", "web")),
+    ("DELETE", "/api/v1/namespaces/ns1/pods/p", {}, ("delete", "", "pods", "", "ns1", "p")),
+    ("DELETE", "/api/v1/namespaces/ns1/pods", {}, ("deletecollection", "", "pods", "", "ns1", "")),
+    ("GET", "/api/v1/namespaces", {}, ("list", "", "namespaces", "", "", "")),
+    ("GET", "/api/v1/namespaces/ns1", {}, ("get", "", "namespaces", "", "ns1", "ns1")),
+    ("PUT", "/api/v1/namespaces/ns1/status", {}, ("update", "", "namespaces", "status", "ns1", "ns1")),
+    ("GET", "/apis/networking.k8s.io/v1/ingressclasses/tandem-router", {},
+     ("get", "networking.k8s.io", "ingressclasses", "", "", "tandem-router")),
+])
+def test_rbac_request_attributes(method, path, q, want):
+    a = attrs(method, path, **q)
+    assert a.resource_request
+    assert (a.verb, a.api_group, a.resource, a.subresource, a.namespace, a.name) == want
+
+
+@pytest.mark.parametrize("method,path,verb", [
+    ("GET", "/version", "get"), ("GET", "/healthz", "get"), ("GET", "/api", "get"), ("GET", "/api/v1", "get"),
+    ("GET", "/apis/networking.k8s.io/v1", "get"), ("POST", "/logs", "post"),
+])
+def test_rbac_non_resource_attributes(method, path, verb):
+    a = attrs(method, path)
+    assert not a.resource_request and a.verb == verb and a.path == path
+
+
+def test_rbac_rules_wildcards_subresources_and_names():
+    who = rbac.service_account_user("tandem", "router")
+    pol = rbac.Policy.from_objects([
+        role("r", [
+            {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "update"],
+             "resourceNames": ["tandem-router-x"]},
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+            {"apiGroups": ["*"], "resources": ["*/status"], "verbs": ["patch"]},
+            {"apiGroups": ["discovery.k8s.io"], "resources": ["*"], "verbs": ["*"]},
+        ]),
+        binding("b", "ClusterRole", "r", [sa_subject()]),
+    ])
+
+    def ok(method, path, **q):
+        return pol.authorize(rbac.request_attributes(method, path, q, who)).allowed
+
+    assert ok("GET", "/apis/networking.k8s.io/v1/ingresses", watch="true")
+    assert ok("GET", "/apis/networking.k8s.io/v1/namespaces/a/ingresses/x")
+    # a rule for "ingresses" does not cover "ingresses/status"; "*/status" does, for its verbs only
+    assert not ok("PUT", "/apis/networking.k8s.io/v1/namespaces/a/ingresses/x/status")
+    assert ok("PATCH", "/apis/networking.k8s.io/v1/namespaces/a/ingresses/x/status")
+    assert not ok("PATCH", "/apis/networking.k8s.io/v1/namespaces/a/ingresses/x")
+    # wrong group: "ingresses" in extensions is not granted
+    assert not ok("GET", "/apis/extensions/v1beta1/ingresses")
+    # resourceNames: get/update the named Lease only; create cannot be limited by name
+    assert ok("GET", "/apis/coordination.k8s.io/v1/namespaces/a/leases/tandem-router-x")
+    assert ok("PUT", "/apis/coordination.k8s.io/v1/namespaces/a/leases/tandem-router-x")
+    assert not ok("GET", "/apis/coordination.k8s.io/v1/namespaces/a/leases/other")
+    assert not ok("GET", "/apis/coordination.k8s.io/v1/namespaces/a/leases")
+    assert not ok("GET", "/apis/coordination.k8s.io/v1/namespaces/a/leases", fieldSelector="metadata.name=other")
+    assert ok("POST", "/apis/coordination.k8s.io/v1/namespaces/a/leases")
+    assert not ok("DELETE", "/apis/coordination.k8s.io/v1/namespaces/a/leases/tandem-router-x")
+    # "*" resources and verbs within one group; a subresource is covered by "*" too
+    assert ok("DELETE", "/apis/discovery.k8s.io/v1/namespaces/a/endpointslices")
+    assert ok("PUT", "/apis/discovery.k8s.io/v1/namespaces/a/endpointslices/s/status")
+    assert not ok("GET", "/api/v1/secrets")
+    # non-resource URLs through the bootstrap policy only
+    assert ok("GET", "/version") and ok("GET", "/healthz") and ok("GET", "/api/v1")
+    assert not ok("GET", "/metrics") and not ok("POST", "/version")
+    assert not rbac.Policy.from_objects([], bootstrap=False).authorize(attrs("GET", "/version")).allowed
+    anon = rbac.request_attributes("GET", "/version", {}, rbac.ANONYMOUS)
+    assert pol.authorize(anon).allowed  # system:public-info-viewer
+    assert not pol.authorize(rbac.request_attributes("GET", "/apis", {}, rbac.ANONYMOUS)).allowed
+
+
+def test_rbac_bindings_namespaces_and_subjects():
+    read = [{"apiGroups": [""], "resources": ["services", "secrets"], "verbs": ["get", "list", "watch"]}]
+    pol = rbac.Policy.from_objects([
+        role("read", read),
+        role("ns-read", read, ns="apps"),
+        # a ClusterRole through a RoleBinding: only in that namespace
+        binding("rb1", "ClusterRole", "read", [sa_subject()], ns="apps"),
+        # a Role through a RoleBinding; the SA subject without a namespace means the binding's
+        binding("rb2", "Role", "ns-read", [{"kind": "ServiceAccount", "name": "edge"}], ns="apps"),
+        # a group subject, cluster-wide
+        binding("crb", "ClusterRole", "read", [{"kind": "Group", "name": "ops",
+                                                "apiGroup": "rbac.authorization.k8s.io"}]),
+        # a binding to a Role that does not exist
+        binding("rb3", "Role", "missing", [sa_subject()], ns="apps"),
+        role("nurl", [{"nonResourceURLs": ["/metrics", "/debug/*"], "verbs": ["get"]}]),
+        binding("crb-u", "ClusterRole", "nurl", [{"kind": "User", "name": "alice"}]),
+    ])
+    router = rbac.service_account_user("tandem", "router")
+    edge_apps = rbac.service_account_user("apps", "edge")
+    edge_other = rbac.service_account_user("tandem", "edge")
+
+    def ok(who, method, path, **q):
+        return pol.authorize(rbac.request_attributes(method, path, q, who)).allowed
+
+    assert ok(router, "GET", "/api/v1/namespaces/apps/services")
+    assert not ok(router, "GET", "/api/v1/namespaces/other/services")
+    assert not ok(router, "GET", "/api/v1/services"), "a RoleBinding must not grant an all-namespaces list"
+    assert ok(edge_apps, "GET", "/api/v1/namespaces/apps/secrets", watch="true")
+    assert not ok(edge_other, "GET", "/api/v1/namespaces/apps/secrets", watch="true")
+    ops = rbac.user("bob", ["ops"])
+    assert ok(ops, "GET", "/api/v1/secrets") and not ok(rbac.user("bob"), "GET", "/api/v1/secrets")
+    alice = rbac.user("alice")
+    assert ok(alice, "GET", "/metrics") and ok(alice, "GET", "/debug/pprof") and not ok(alice, "GET", "/debugx")
+    assert ok(rbac.user("root", ["system:masters"]), "DELETE", "/api/v1/namespaces/x/secrets/y")
+    # the missing Role is a denial reason, worded like the real authorizer
+    d = pol.authorize(attrs("GET", "/api/v1/namespaces/apps/configmaps"))
+    assert not d.allowed and d.reason == 'RBAC: role.rbac.authorization.k8s.io "missing" not found'
+
+
+def test_rbac_aggregated_cluster_role():
+    pol = rbac.Policy.from_objects([
+        role("agg", [], aggregate=[{"matchLabels": {"tandem.dev/aggregate": "true"}}]),
+        role("part", [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}],
+             labels={"tandem.dev/aggregate": "true"}),
+        role("not-part", [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]),
+        binding("b", "ClusterRole", "agg", [sa_subject()]),
+    ])
+    assert pol.authorize(attrs("GET", "/api/v1/namespaces/a/pods/p")).allowed
+    assert not pol.authorize(attrs("GET", "/api/v1/namespaces/a/secrets/s")).allowed
+
+
+@pytest.mark.parametrize("method,path,q,message", [
+    ("GET", "/api/v1/secrets", {"watch": "true"},
+     f'secrets is forbidden: User "{SA_USER}" cannot watch resource "secrets" in API group "" at the cluster scope'),
+    ("GET", "/apis/coordination.k8s.io/v1/namespaces/tandem/leases/tandem-router", {},
+     f'leases.coordination.k8s.io "tandem-router" is forbidden: User "{SA_USER}" cannot get resource "leases" '
+     'in API group "coordination.k8s.io" in the namespace "tandem"'),
+    ("PATCH", "/apis/networking.k8s.io/v1/namespaces/default/ingresses/web/status", {},
+     f'ingresses.networking.k8s.io "web" is forbidden: User "{SA_USER}" cannot patch resource "ingresses/status" '
+     'in API group "networking.k8s.io" in the namespace "default"'),
+    ("GET", "/metrics", {}, f'forbidden: User "{SA_USER}" cannot get path "/metrics"'),
+])
+def test_rbac_forbidden_status_wording(method, path, q, message):
+    a = attrs(method, path, **q)
+    s = rbac.forbidden_status(a)
+    assert s["code"] == 403 and s["reason"] == "Forbidden" and s["kind"] == "Status" and s["status"] == "Failure"
+    assert s["message"] == message
+    if a.resource_request:
+        assert s["details"]["kind"] == a.resource and s["details"].get("name", "") == a.name
+        assert s["details"].get("group", "") == a.api_group
+
+
+def test_rbac_enforced_over_http():
+    f = FakeApiServer(authorization=True, rbac_objects=[
+        role("tandem-router", [
+            {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses/status"], "verbs": ["patch"]},
+        ]),
+        binding("tandem-router", "ClusterRole", "tandem-router", [sa_subject()]),
+    ]).start()
+    try:
+        tok = f.add_service_account_token("tandem", "router")
+        root = f.add_token("root-token", "admin", ["system:masters"])
+        f.put(ingress("web"))
+        # the token of a ServiceAccount that does not exist is refused (401), as for a real SA token
+        code, body = req(f, "GET", ING, token=tok)
+        assert code == 401 and body["reason"] == "Unauthorized" and body["message"] == "Unauthorized"
+        f.put({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "router", "namespace": "tandem"}})
+        code, body = req(f, "GET", ING, token=tok)
+        assert code == 200 and [i["metadata"]["name"] for i in body["items"]] == ["web"]
+        code, _ = req(f, "PATCH", NS_ING + "/web/status", {"status": {"loadBalancer": {"ingress": [{"ip": "1.2.3.4"}]}}},
+                      ctype="application/merge-patch+json", token=tok)
+        assert code == 200 and f.get("ingresses", "web")["status"]["loadBalancer"]["ingress"] == [{"ip": "1.2.3.4"}]
+        # denied: 403 Status in the real server's words; recorded; the store is untouched
+        code, body = req(f, "PATCH", NS_ING + "/web", {"spec": {"rules": []}}, ctype="application/merge-patch+json",
+                         token=tok)
+        assert code == 403 and body["reason"] == "Forbidden"
+        assert body["message"] == (f'ingresses.networking.k8s.io "web" is forbidden: User "{SA_USER}" cannot patch '
+                                   'resource "ingresses" in API group "networking.k8s.io" in the namespace "default"')
+        assert f.get("ingresses", "web")["spec"]["rules"] == [{"host": "a.example"}]
+        assert not f.writes(method="PATCH", subresource=""), "a denied request must not reach the store"
+        code, body = req(f, "GET", "/api/v1/namespaces/default/secrets?watch=true", token=tok)
+        assert code == 403 and "cannot watch resource \"secrets\"" in body["message"]
+        code, _ = req(f, "GET", "/version", token=tok)
+        assert code == 200
+        code, body = req(f, "GET", ING, token="nobody-knows-me")
+        assert code == 401
+        assert [(d.code, d.client) for d in f.denials(user="")] == [(401, tok), (401, "nobody-knows-me")]
+        ds = f.denials(user=SA_USER)
+        assert [(d.code, d.verb, d.combined_resource, d.namespace, d.name) for d in ds] == [
+            (403, "patch", "ingresses", "default", "web"), (403, "watch", "secrets", "default", "")]
+        # the request log carries the authorizer's view of every request, allowed or not
+        secrets = f.requests(resource="secrets", user=SA_USER)
+        assert len(secrets) == 1 and secrets[0].authz == "denied" and secrets[0].code == 403
+        assert [r.verb for r in f.requests(resource="ingresses/status")] == ["patch"]
+        assert f.can(SA_USER, "patch", "ingresses/status", "default") and not f.can(SA_USER, "list", "secrets")
+        # a policy change through the API (by a system:masters user) takes effect at once
+        code, _ = req(f, "POST", "/apis/rbac.authorization.k8s.io/v1/namespaces/default/rolebindings",
+                      binding("secrets", "ClusterRole", "reader", [sa_subject()], ns="default"), token=root)
+        assert code == 201
+        code, body = req(f, "GET", "/api/v1/namespaces/default/secrets", token=tok)
+        assert code == 403 and body["message"].endswith(
+            ': RBAC: clusterrole.rbac.authorization.k8s.io "reader" not found')
+        f.put(role("reader", [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["list"]}]))
+        code, _ = req(f, "GET", "/api/v1/namespaces/default/secrets", token=tok)
+        assert code == 200
+        code, _ = req(f, "GET", "/api/v1/namespaces/other/secrets", token=tok)
+        assert code == 403
+        # anonymous
+        r = urllib.request.Request(f.url + ING)
+        with pytest.raises(urllib.error.HTTPError) as ei:
+            urllib.request.urlopen(r, timeout=10)
+        assert ei.value.code == 403 and 'User "system:anonymous" cannot list' in json.loads(ei.value.read())["message"]
+        # switched off: everything goes again (the default for every other test)
+        f.set_authorization(False)
+        code, _ = req(f, "GET", "/api/v1/secrets", token="nobody-knows-me")
+        assert code == 200
+    finally:
+        f.stop()
+
+
+def test_rbac_off_by_default_records_attributes(fake):
+    fake.add_token("t1", "system:serviceaccount:x:y")
+    code, _ = req(fake, "GET", "/api/v1/namespaces/x/secrets?fieldSelector=type%3Dkubernetes.io%2Ftls", token="t1")
+    assert code == 200
+    code, _ = req(fake, "GET", ING, token="unknown")
+    assert code == 200
+    rs = fake.requests(resource="secrets")
+    assert [(r.user, r.verb, r.namespace, r.authz) for r in rs] == [("system:serviceaccount:x:y", "list", "x", "")]
+    [ing] = fake.requests(resource="ingresses")
+    assert (ing.user, ing.verb, ing.client, ing.authz) == ("", "list", "unknown", "")
+    assert fake.denials() == []

@@ -76,6 +76,8 @@ pub struct Route {
     pub path: PathMatch,
     /// `pathType: ImplementationSpecific`, which tandem serves as Prefix.
     pub implementation_specific: bool,
+    /// `tandem.dev/normalize-path: "false"`: forward the path as the client wrote it.
+    pub forward_raw_path: bool,
     pub backend: BackendKey,
     pub ingress: IngressRef,
 }
@@ -154,12 +156,54 @@ impl RoutingConfig {
     }
 }
 
+/// How a backend is spoken to, from its Service port's `appProtocol`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum BackendProtocol {
+    /// HTTP/1.1 over pooled keep-alive connections: the default, and what any
+    /// `appProtocol` other than h2c means.
+    #[default]
+    Http1,
+    /// HTTP/2 with prior knowledge over plain TCP (`appProtocol: kubernetes.io/h2c`),
+    /// multiplexed. WebSocket upgrades still use HTTP/1.1.
+    H2c,
+}
+
+impl BackendProtocol {
+    /// The `appProtocol` value (Kubernetes' standard names) that selects h2c.
+    pub const H2C_APP_PROTOCOL: &'static str = "kubernetes.io/h2c";
+
+    /// The protocol an `appProtocol` value asks for, or `None` for a value tandem does not
+    /// speak (then HTTP/1.1 is used and the value is reported).
+    pub fn from_app_protocol(app_protocol: Option<&str>) -> Option<Self> {
+        match app_protocol.map(str::trim) {
+            None | Some("") => Some(Self::Http1),
+            Some(p) if p.eq_ignore_ascii_case(Self::H2C_APP_PROTOCOL) => Some(Self::H2c),
+            // Plain HTTP/1.1 and WebSocket (which starts as HTTP/1.1).
+            Some(p)
+                if ["http", "kubernetes.io/http", "kubernetes.io/ws"]
+                    .iter()
+                    .any(|v| p.eq_ignore_ascii_case(v)) =>
+            {
+                Some(Self::Http1)
+            }
+            Some(_) => None,
+        }
+    }
+}
+
+/// One backend as resolved: its ready endpoints and the protocol its Service port speaks.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ResolvedBackend {
+    pub addrs: Vec<SocketAddr>,
+    pub protocol: BackendProtocol,
+}
+
 /// Ready endpoints per backend. Churns far more often than routes, so it is published apart.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct EndpointSet(pub BTreeMap<BackendKey, Vec<SocketAddr>>);
+pub struct EndpointSet(pub BTreeMap<BackendKey, ResolvedBackend>);
 
 impl EndpointSet {
     pub fn get(&self, key: &BackendKey) -> &[SocketAddr] {
-        self.0.get(key).map(Vec::as_slice).unwrap_or(&[])
+        self.0.get(key).map_or(&[], |b| b.addrs.as_slice())
     }
 }

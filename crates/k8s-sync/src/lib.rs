@@ -15,15 +15,17 @@ pub mod object;
 pub mod problem;
 pub mod status;
 pub mod sync;
+pub mod tier;
 pub mod translate;
 
 pub use api::{ApiOptions, SyncObserver, run_api_sync};
 pub use config::{
-    BackendKey, DefaultBackend, EndpointSet, IngressRef, PathMatch, Route, RoutingConfig,
-    ServicePortRef, TlsBinding, TlsSecret,
+    BackendKey, BackendProtocol, DefaultBackend, EndpointSet, IngressRef, PathMatch,
+    ResolvedBackend, Route, RoutingConfig, ServicePortRef, TlsBinding, TlsSecret,
 };
 pub use manifest::{FileProblem, ManifestDir};
 pub use object::{Kind, Object, ObjectKey, Snapshot};
 pub use problem::{Problem, ProblemReason};
 pub use sync::{ConfigSink, run_manifest_sync};
+pub use tier::Tier;
 pub use translate::{TierSettings, Translation, translate};

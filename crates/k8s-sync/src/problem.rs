@@ -22,6 +22,9 @@ pub enum ProblemReason {
     CrossNamespaceSecret,
     CertificateInvalid,
     CertificateExpired,
+    ClassControllerMismatch,
+    UnsupportedAppProtocol,
+    InvalidAnnotation,
     /// A manifest file (kind `ManifestFile`, name = its path) or a directory entry that could
     /// not be read; the file's last good objects stay in force.
     ManifestRejected,
@@ -47,6 +50,9 @@ impl ProblemReason {
             Self::CrossNamespaceSecret => "cross_namespace_secret",
             Self::CertificateInvalid => "certificate_invalid",
             Self::CertificateExpired => "certificate_expired",
+            Self::ClassControllerMismatch => "class_controller_mismatch",
+            Self::UnsupportedAppProtocol => "unsupported_app_protocol",
+            Self::InvalidAnnotation => "invalid_annotation",
             Self::ManifestRejected => "manifest_rejected",
         }
     }

@@ -8,11 +8,12 @@ use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 
 use crate::config::{
-    BackendKey, DefaultBackend, EndpointSet, IngressRef, PathMatch, Route, RoutingConfig,
-    ServicePortRef, TlsBinding, TlsSecret,
+    BackendKey, BackendProtocol, DefaultBackend, EndpointSet, IngressRef, PathMatch,
+    ResolvedBackend, Route, RoutingConfig, ServicePortRef, TlsBinding, TlsSecret,
 };
 use crate::object::{ObjectKey, Snapshot};
 use crate::problem::{Problem, ProblemReason};
+use crate::tier::Tier;
 
 /// Legacy annotation that predates `spec.ingressClassName`.
 pub const CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
@@ -24,18 +25,31 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// What one tier serves.
 #[derive(Clone, Debug)]
 pub struct TierSettings {
+    pub tier: Tier,
     /// IngressClass name this tier serves.
     pub class: String,
+    /// The `spec.controller` our IngressClass must name; an IngressClass of our name that names
+    /// another controller belongs to someone else and is not served.
+    pub controller: String,
     /// Serve Ingresses without any class, even when our IngressClass is not the default.
     pub watch_without_class: bool,
-    /// Resolve `spec.tls` to Secrets (the edge tier). The router never reads Secrets.
-    pub tls: bool,
     /// `--default-certificate`: a TLS Secret served when no host matches (edge tier).
     pub default_certificate: Option<ObjectKey>,
 }
 
 /// Per-Ingress opt-out of the plain-HTTP → HTTPS redirect on the edge tier.
 pub const SSL_REDIRECT_ANNOTATION: &str = "tandem.dev/ssl-redirect";
+/// Per-Ingress opt-out of forwarding the normalised path: `"false"` sends the path upstream as
+/// the client wrote it (routing still uses the normalised path), for backends that need it.
+pub const NORMALIZE_PATH_ANNOTATION: &str = "tandem.dev/normalize-path";
+
+fn annotation<'a>(ing: &'a Ingress, name: &str) -> Option<&'a str> {
+    ing.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(name))
+        .map(String::as_str)
+}
 
 /// The result of one translation.
 #[derive(Clone, Debug, Default)]
@@ -55,13 +69,49 @@ pub struct Translation {
 /// Translates a snapshot into the config one tier serves.
 pub fn translate(snapshot: &Snapshot, settings: &TierSettings) -> Translation {
     let mut problems = BTreeSet::new();
-    let serve_unclassed = settings.watch_without_class || is_default_class(snapshot, settings);
+    let our_class = snapshot
+        .ingress_classes
+        .get(&ObjectKey::new("", settings.class.as_str()));
+    // An IngressClass of our name that names another controller is someone else's: serve none
+    // of its Ingresses. Without an IngressClass object the name alone decides (manifest
+    // directories and the legacy annotation often come without one).
+    let foreign_controller = our_class
+        .map(|c| {
+            c.spec
+                .as_ref()
+                .and_then(|s| s.controller.as_deref())
+                .unwrap_or("")
+        })
+        .filter(|c| *c != settings.controller);
+    let serve_unclassed = settings.watch_without_class
+        || (foreign_controller.is_none()
+            && our_class
+                .and_then(|c| c.metadata.annotations.as_ref())
+                .and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION))
+                .is_some_and(|v| v == "true"));
 
-    let mut ingresses: Vec<(&ObjectKey, &Ingress)> = snapshot
-        .ingresses
-        .iter()
-        .filter(|(_, ing)| class_of(ing).map_or(serve_unclassed, |c| c == settings.class))
-        .collect();
+    let mut ingresses: Vec<(&ObjectKey, &Ingress)> = Vec::new();
+    for (key, ing) in &snapshot.ingresses {
+        match class_of(ing) {
+            None if serve_unclassed => ingresses.push((key, ing)),
+            Some(c) if c == settings.class => match foreign_controller {
+                None => ingresses.push((key, ing)),
+                Some(other) => {
+                    problems.insert(Problem {
+                        kind: "Ingress",
+                        namespace: key.namespace.clone(),
+                        name: key.name.clone(),
+                        reason: ProblemReason::ClassControllerMismatch,
+                        detail: format!(
+                            "IngressClass {} names controller {other:?}, not {:?}: not served",
+                            settings.class, settings.controller
+                        ),
+                    });
+                }
+            },
+            _ => {}
+        }
+    }
     // Oldest first: on conflict the oldest Ingress keeps the rule (creationTimestamp, then
     // namespace/name), as other controllers do.
     ingresses.sort_by(|(ka, a), (kb, b)| {
@@ -100,13 +150,21 @@ pub fn translate(snapshot: &Snapshot, settings: &TierSettings) -> Translation {
         let Some(spec) = ing.spec.as_ref() else {
             continue;
         };
-        if settings.tls {
-            let redirect_on = ing
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(SSL_REDIRECT_ANNOTATION))
-                .is_none_or(|v| v != "false");
+        let forward_raw_path = match annotation(ing, NORMALIZE_PATH_ANNOTATION) {
+            None | Some("true") => false,
+            Some("false") => true,
+            Some(other) => {
+                problems.insert(problem(
+                    ProblemReason::InvalidAnnotation,
+                    format!(
+                        "{NORMALIZE_PATH_ANNOTATION}: {other:?} is not \"true\" or \"false\"; paths are normalised"
+                    ),
+                ));
+                false
+            }
+        };
+        if settings.tier.reads_secrets() {
+            let redirect_on = annotation(ing, SSL_REDIRECT_ANNOTATION) != Some("false");
             for tls in spec.tls.iter().flatten() {
                 let mut hosts = Vec::new();
                 for h in tls.hosts.iter().flatten() {
@@ -237,6 +295,7 @@ pub fn translate(snapshot: &Snapshot, settings: &TierSettings) -> Translation {
                 let route = Route {
                     path,
                     implementation_specific,
+                    forward_raw_path,
                     backend,
                     ingress: source.clone(),
                 };
@@ -258,7 +317,7 @@ pub fn translate(snapshot: &Snapshot, settings: &TierSettings) -> Translation {
     if let Some(key) = settings
         .default_certificate
         .as_ref()
-        .filter(|_| settings.tls)
+        .filter(|_| settings.tier.reads_secrets())
     {
         match tls_secret(snapshot, key) {
             Ok(material) => {
@@ -369,15 +428,6 @@ pub fn class_of(ing: &Ingress) -> Option<&str> {
                 .map(String::as_str)
         })
         .filter(|c| !c.is_empty())
-}
-
-fn is_default_class(snapshot: &Snapshot, settings: &TierSettings) -> bool {
-    snapshot
-        .ingress_classes
-        .get(&ObjectKey::new("", settings.class.as_str()))
-        .and_then(|c| c.metadata.annotations.as_ref())
-        .and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION))
-        .is_some_and(|v| v == "true")
 }
 
 /// Lowercases a host and checks its form: DNS labels, optionally one leading `*.`.
@@ -558,7 +608,7 @@ fn resolve_endpoints(
                 ProblemReason::ServiceNotFound,
                 format!("Service {svc_key} not found"),
             ));
-            out.insert(backend.clone(), Vec::new());
+            out.insert(backend.clone(), ResolvedBackend::default());
             continue;
         };
         if service.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("ExternalName") {
@@ -568,7 +618,7 @@ fn resolve_endpoints(
                     "Service {svc_key} is of type ExternalName, which tandem does not route to"
                 ),
             ));
-            out.insert(backend.clone(), Vec::new());
+            out.insert(backend.clone(), ResolvedBackend::default());
             continue;
         }
         let Some(port) = find_service_port(service, &backend.port) else {
@@ -576,7 +626,7 @@ fn resolve_endpoints(
                 ProblemReason::ServicePortNotFound,
                 format!("Service {svc_key} has no port {}", backend.port),
             ));
-            out.insert(backend.clone(), Vec::new());
+            out.insert(backend.clone(), ResolvedBackend::default());
             continue;
         };
         let single_port = service
@@ -585,6 +635,18 @@ fn resolve_endpoints(
             .and_then(|s| s.ports.as_ref())
             .is_some_and(|p| p.len() == 1);
         let port_name = port.name.as_deref().unwrap_or("");
+        let protocol = BackendProtocol::from_app_protocol(port.app_protocol.as_deref())
+            .unwrap_or_else(|| {
+                problems.insert(problem(
+                    ProblemReason::UnsupportedAppProtocol,
+                    format!(
+                        "Service {svc_key} port {} has appProtocol {:?}, which tandem does not speak; using HTTP/1.1",
+                        backend.port,
+                        port.app_protocol.as_deref().unwrap_or("")
+                    ),
+                ));
+                BackendProtocol::Http1
+            });
         let mut addrs = Vec::new();
         let slices = slices_by_service
             .get(&(backend.namespace.as_str(), backend.service.as_str()))
@@ -621,7 +683,7 @@ fn resolve_endpoints(
         }
         addrs.sort();
         addrs.dedup();
-        out.insert(backend.clone(), addrs);
+        out.insert(backend.clone(), ResolvedBackend { addrs, protocol });
     }
     EndpointSet(out)
 }

@@ -4,10 +4,10 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use arc_swap::ArcSwap;
-use k8s_sync::{BackendKey, EndpointSet};
+use k8s_sync::{BackendKey, BackendProtocol, EndpointSet, ResolvedBackend};
 
 /// One Service port and the endpoints currently ready behind it.
 #[derive(Debug)]
@@ -18,6 +18,8 @@ pub struct Backend {
     /// Service name alone, for logs and metric labels.
     pub service: Arc<str>,
     endpoints: ArcSwap<Vec<SocketAddr>>,
+    /// From the Service port's `appProtocol`; a Service edit changes it without a rebuild.
+    protocol: AtomicBool,
     cursor: AtomicUsize,
 }
 
@@ -32,13 +34,23 @@ pub enum Pick {
 }
 
 impl Backend {
-    pub fn new(key: BackendKey, endpoints: Vec<SocketAddr>) -> Self {
+    pub fn new(key: BackendKey, resolved: &ResolvedBackend) -> Self {
         Self {
             label: key.to_string().into(),
             service: key.service.as_str().into(),
             key,
-            endpoints: ArcSwap::from_pointee(endpoints),
+            endpoints: ArcSwap::from_pointee(resolved.addrs.clone()),
+            protocol: AtomicBool::new(resolved.protocol == BackendProtocol::H2c),
             cursor: AtomicUsize::new(0),
+        }
+    }
+
+    /// The protocol the backend's Service port asks for.
+    pub fn protocol(&self) -> BackendProtocol {
+        if self.protocol.load(Ordering::Relaxed) {
+            BackendProtocol::H2c
+        } else {
+            BackendProtocol::Http1
         }
     }
 
@@ -63,10 +75,12 @@ impl Backend {
             .map_or(Pick::Exhausted, Pick::Endpoint)
     }
 
-    fn set_endpoints(&self, endpoints: &[SocketAddr]) {
-        if **self.endpoints.load() != endpoints {
-            self.endpoints.store(Arc::new(endpoints.to_vec()));
+    fn update(&self, resolved: &ResolvedBackend) {
+        if **self.endpoints.load() != resolved.addrs {
+            self.endpoints.store(Arc::new(resolved.addrs.clone()));
         }
+        self.protocol
+            .store(resolved.protocol == BackendProtocol::H2c, Ordering::Relaxed);
     }
 }
 
@@ -81,14 +95,12 @@ impl BackendRegistry {
     /// Updates endpoints of known backends, adds new ones and forgets those no longer named.
     pub fn sync(&mut self, endpoints: &EndpointSet) {
         self.backends.retain(|k, _| endpoints.0.contains_key(k));
-        for (key, addrs) in &endpoints.0 {
+        for (key, resolved) in &endpoints.0 {
             match self.backends.get(key) {
-                Some(b) => b.set_endpoints(addrs),
+                Some(b) => b.update(resolved),
                 None => {
-                    self.backends.insert(
-                        key.clone(),
-                        Arc::new(Backend::new(key.clone(), addrs.clone())),
-                    );
+                    self.backends
+                        .insert(key.clone(), Arc::new(Backend::new(key.clone(), resolved)));
                 }
             }
         }
@@ -108,6 +120,13 @@ mod tests {
     use super::*;
     use k8s_sync::ServicePortRef;
 
+    fn resolved(addrs: Vec<SocketAddr>) -> ResolvedBackend {
+        ResolvedBackend {
+            addrs,
+            protocol: BackendProtocol::Http1,
+        }
+    }
+
     fn key() -> BackendKey {
         BackendKey {
             namespace: "ns".into(),
@@ -120,23 +139,33 @@ mod tests {
     fn round_robin_skips_tried_and_reports_exhaustion() {
         let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
-        let be = Backend::new(key(), vec![a, b]);
+        let be = Backend::new(key(), &resolved(vec![a, b]));
         let first = be.pick(&[]);
         let second = be.pick(&[]);
         assert_ne!(first, second);
         assert_eq!(be.pick(&[a]), Pick::Endpoint(b));
         assert_eq!(be.pick(&[a, b]), Pick::Exhausted);
-        assert_eq!(Backend::new(key(), vec![]).pick(&[]), Pick::NoEndpoints);
+        assert_eq!(
+            Backend::new(key(), &resolved(vec![])).pick(&[]),
+            Pick::NoEndpoints
+        );
     }
 
     #[test]
     fn registry_keeps_backend_identity_across_endpoint_updates() {
         let mut reg = BackendRegistry::default();
         let mut set = EndpointSet::default();
-        set.0.insert(key(), vec!["127.0.0.1:1".parse().unwrap()]);
+        set.0
+            .insert(key(), resolved(vec!["127.0.0.1:1".parse().unwrap()]));
         reg.sync(&set);
         let before = reg.get(&key()).unwrap().clone();
-        set.0.insert(key(), vec!["127.0.0.1:2".parse().unwrap()]);
+        set.0.insert(
+            key(),
+            ResolvedBackend {
+                addrs: vec!["127.0.0.1:2".parse().unwrap()],
+                protocol: BackendProtocol::H2c,
+            },
+        );
         reg.sync(&set);
         let after = reg.get(&key()).unwrap();
         assert!(Arc::ptr_eq(&before, after));
@@ -144,6 +173,7 @@ mod tests {
             before.pick(&[]),
             Pick::Endpoint("127.0.0.1:2".parse().unwrap())
         );
+        assert_eq!(before.protocol(), BackendProtocol::H2c);
         reg.sync(&EndpointSet::default());
         assert!(reg.get(&key()).is_none());
     }

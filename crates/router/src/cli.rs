@@ -129,6 +129,22 @@ pub struct CommonArgs {
     #[arg(long, value_enum)]
     pub upstream_protocol: Option<UpstreamProtocol>,
 
+    /// Longest request line (method, target, version) in bytes; longer → 414.
+    #[arg(long, value_name = "BYTES", default_value_t = 8192)]
+    pub max_request_line: usize,
+
+    /// Longest single request header field (name and value) in bytes; longer → 431.
+    #[arg(long, value_name = "BYTES", default_value_t = 8192)]
+    pub max_header_size: usize,
+
+    /// Largest total size of the request header fields in bytes; larger → 431.
+    #[arg(long, value_name = "BYTES", default_value_t = 32768)]
+    pub max_headers_size: usize,
+
+    /// Most request header fields; more → 431.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub max_header_count: usize,
+
     /// Worker threads of the data path (default: number of CPUs).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,

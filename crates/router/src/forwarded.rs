@@ -94,7 +94,9 @@ pub fn client_ip(req: &RequestHeader, peer: IpAddr, trusted: &TrustedProxies) ->
         return peer;
     }
     let mut client = peer;
-    for v in req.headers.get_all(X_FORWARDED_FOR) {
+    // The chain reads left to right across header lines; walk it from the right.
+    let lines: Vec<_> = req.headers.get_all(X_FORWARDED_FOR).into_iter().collect();
+    for v in lines.into_iter().rev() {
         let Ok(v) = v.to_str() else { return peer };
         for part in v.split(',').rev() {
             match part.trim().parse::<IpAddr>() {
@@ -253,5 +255,57 @@ mod tests {
         assert!(!t.contains("192.0.2.1".parse().unwrap()));
         assert!("nonsense".parse::<TrustedProxies>().is_err());
         assert!("".parse::<TrustedProxies>().unwrap().is_empty());
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn ip() -> impl Strategy<Value = IpAddr> {
+            prop_oneof![
+                any::<[u8; 4]>().prop_map(IpAddr::from),
+                any::<[u16; 8]>().prop_map(IpAddr::from),
+            ]
+        }
+
+        proptest! {
+            /// Arbitrary header bytes never panic, and an untrusted peer is always the client.
+            #[test]
+            fn untrusted_peer_is_the_client(xff in "[ -~]{0,80}", peer in ip()) {
+                let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+                r.append_header(X_FORWARDED_FOR, xff.as_str()).unwrap();
+                let none = TrustedProxies::default();
+                prop_assert_eq!(client_ip(&r, peer, &none), peer);
+                let all: TrustedProxies = "0.0.0.0/0,::/0".parse().unwrap();
+                let _ = client_ip(&r, peer, &all);
+            }
+
+            /// The chain split over several header lines means the same as one line.
+            #[test]
+            fn header_lines_are_one_chain(
+                chain in proptest::collection::vec(ip(), 1..6),
+                cut in 0usize..6,
+                trust in proptest::collection::vec(any::<bool>(), 6),
+            ) {
+                let cut = cut.min(chain.len());
+                let text = |ips: &[IpAddr]| ips.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ");
+                let mut one = RequestHeader::build("GET", b"/", None).unwrap();
+                one.append_header(X_FORWARDED_FOR, text(&chain)).unwrap();
+                let mut two = RequestHeader::build("GET", b"/", None).unwrap();
+                for part in [&chain[..cut], &chain[cut..]] {
+                    if !part.is_empty() {
+                        two.append_header(X_FORWARDED_FOR, text(part)).unwrap();
+                    }
+                }
+                // Trust the peer and a random part of the chain.
+                let peer: IpAddr = "10.0.0.1".parse().unwrap();
+                let trusted_list: Vec<String> = std::iter::once(peer)
+                    .chain(chain.iter().zip(&trust).filter(|(_, t)| **t).map(|(i, _)| *i))
+                    .map(|i| i.to_string())
+                    .collect();
+                let trusted: TrustedProxies = trusted_list.join(",").parse().unwrap();
+                prop_assert_eq!(client_ip(&one, peer, &trusted), client_ip(&two, peer, &trusted));
+            }
+        }
     }
 }

@@ -8,9 +8,11 @@ pub mod forwarded;
 pub mod metrics;
 pub mod proxy;
 pub mod publish;
+pub mod request;
 pub mod route_table;
 pub mod shutdown;
 pub mod tier;
+pub mod tls_authority;
 
 pub use backend::{Backend, BackendRegistry, Pick};
 

@@ -7,6 +7,7 @@
 
 use std::sync::{Arc, OnceLock};
 
+use k8s_sync::Tier;
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
@@ -25,7 +26,7 @@ const CONNECT_BUCKETS: &[f64] = &[
 
 /// Every metric of one tier.
 pub struct Metrics {
-    pub tier: &'static str,
+    pub tier: Tier,
     registry: Registry,
     pub requests: IntCounterVec,
     pub request_duration: HistogramVec,
@@ -84,9 +85,9 @@ fn histogram(
 impl Metrics {
     // Metric definitions are static; a failure here is a programming error caught by tests.
     #[allow(clippy::expect_used)]
-    pub fn new(tier: &'static str) -> Arc<Self> {
+    pub fn new(tier: Tier) -> Arc<Self> {
         let r = Registry::new();
-        let t = tier;
+        let t = tier.as_str();
         let requests_in_flight = IntGauge::with_opts(
             Opts::new(
                 "tandem_requests_in_flight",
@@ -344,7 +345,7 @@ mod tests {
 
     #[test]
     fn registers_and_encodes_with_tier_label() {
-        let m = Metrics::new("router");
+        let m = Metrics::new(Tier::Router);
         let h = m.route_handles("ns", "ing", "svc", true);
         h.count(204);
         h.count(503);

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use k8s_sync::{ConfigSink, RoutingConfig, Translation};
+use k8s_sync::{ConfigSink, RoutingConfig, Tier, Translation};
 
 use crate::backend::BackendRegistry;
 use crate::metrics::Metrics;
@@ -43,7 +43,7 @@ struct PublisherState {
 
 /// The router's [`ConfigSink`].
 pub struct RoutePublisher {
-    tier: &'static str,
+    tier: Tier,
     routes: Arc<ArcSwap<RouteTable>>,
     state: Mutex<PublisherState>,
     health: Health,
@@ -115,7 +115,7 @@ impl ConfigSink for RoutePublisher {
             let (table, problems) =
                 RouteTable::build(&translation.routes, &state.backends, &self.metrics);
             for p in &problems {
-                tracing::warn!(tier = self.tier, kind = p.kind, namespace = %p.namespace, name = %p.name,
+                tracing::warn!(tier = self.tier.as_str(), kind = p.kind, namespace = %p.namespace, name = %p.name,
                     reason = p.reason.as_str(), detail = %p.detail, "rule rejected");
             }
             state.build_problems = problems;
@@ -127,12 +127,15 @@ impl ConfigSink for RoutePublisher {
                 self.routes.store(Arc::new(table));
                 state.last_routes = Some(translation.routes);
                 tracing::info!(
-                    tier = self.tier,
+                    tier = self.tier.as_str(),
                     took_us = started.elapsed().as_micros() as u64,
                     "route table published"
                 );
             }
-            None => tracing::info!(tier = self.tier, "endpoints updated; routes unchanged"),
+            None => tracing::info!(
+                tier = self.tier.as_str(),
+                "endpoints updated; routes unchanged"
+            ),
         }
         self.health.loaded.store(true, Ordering::Release);
     }

@@ -26,6 +26,8 @@ pub struct RouteTarget {
     pub ingress_name: Arc<str>,
     /// Served by the catch-all: a host-less `/` Prefix rule or the default backend.
     pub fallback: bool,
+    /// Forward the path as the client wrote it instead of the normalised one.
+    pub forward_raw_path: bool,
     pub metrics: Arc<RouteMetrics>,
 }
 
@@ -101,13 +103,14 @@ impl RouteTable {
     ) -> (Self, Vec<Problem>) {
         let mut problems = Vec::new();
         let mut table = RouteTable::empty(metrics);
-        let target = |ingress: &IngressRef, key: &BackendKey, fallback: bool| {
+        let target = |ingress: &IngressRef, key: &BackendKey, fallback: bool, raw: bool| {
             Some(Arc::new(RouteTarget {
                 backend: backends.get(key)?.clone(),
                 ingress: ingress.to_string().into(),
                 namespace: ingress.namespace.as_str().into(),
                 ingress_name: ingress.name.as_str().into(),
                 fallback,
+                forward_raw_path: raw,
                 metrics: metrics.route_handles(
                     &ingress.namespace,
                     &ingress.name,
@@ -118,7 +121,12 @@ impl RouteTable {
         };
         let add =
             |table: &mut PathTable, route: &Route, fallback: bool, problems: &mut Vec<Problem>| {
-                let Some(t) = target(&route.ingress, &route.backend, fallback) else {
+                let Some(t) = target(
+                    &route.ingress,
+                    &route.backend,
+                    fallback,
+                    route.forward_raw_path,
+                ) else {
                     return;
                 };
                 if let Err(detail) = table.insert(route, t) {
@@ -147,7 +155,7 @@ impl RouteTable {
             add(&mut table.hostless, r, r.path.is_catch_all(), &mut problems);
         }
         if let Some(db) = &config.default_backend {
-            table.default_backend = target(&db.ingress, &db.backend, true);
+            table.default_backend = target(&db.ingress, &db.backend, true, false);
         }
         for h in &config.known_hosts {
             let counter = metrics.fallback_requests.with_label_values(&[h.as_str()]);

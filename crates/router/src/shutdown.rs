@@ -1,6 +1,7 @@
 //! Graceful shutdown as an orchestrator expects it: on SIGTERM readiness fails at once (so the
 //! endpoint is taken out of rotation), the listeners keep accepting for `shutdown_delay` while
-//! that propagates, then stop; in-flight requests get up to `shutdown_grace` to finish.
+//! that propagates, then stop; in-flight requests get up to `shutdown_grace` to finish. SIGINT
+//! stops at once (within a second).
 
 use std::time::{Duration, Instant};
 
@@ -10,6 +11,9 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::proxy::InFlight;
 use crate::publish::Health;
+
+/// How long a SIGINT (fast shutdown) may take before the process exits regardless.
+const FAST_SHUTDOWN_BOUND: Duration = Duration::from_secs(1);
 
 pub struct DrainOnTerm {
     pub health: Health,
@@ -32,6 +36,13 @@ impl ShutdownSignalWatch for DrainOnTerm {
             _ = term.recv() => {}
             _ = int.recv() => {
                 tracing::info!("SIGINT: stopping now");
+                // pingora's fast shutdown can leave an accept loop spinning on a runtime being
+                // shut down and never return; a fast stop must stay fast.
+                std::thread::spawn(|| {
+                    std::thread::sleep(FAST_SHUTDOWN_BOUND);
+                    tracing::warn!("fast shutdown still running after {FAST_SHUTDOWN_BOUND:?}; exiting");
+                    std::process::exit(0);
+                });
                 return ShutdownSignal::FastShutdown;
             }
         }

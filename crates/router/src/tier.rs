@@ -8,7 +8,8 @@ use std::sync::Arc;
 use k8s_sync::events::spawn_event_reporter;
 use k8s_sync::status::{PublishAddresses, StatusConfig, run_status_writer, status_channel};
 use k8s_sync::{
-    ApiOptions, ConfigSink, ObjectKey, SyncObserver, TierSettings, run_api_sync, run_manifest_sync,
+    ApiOptions, BackendProtocol, ConfigSink, ObjectKey, SyncObserver, Tier, TierSettings,
+    run_api_sync, run_manifest_sync,
 };
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::server::configuration::ServerConf;
@@ -21,6 +22,7 @@ use crate::cli::{CommonArgs, UpstreamProtocol};
 use crate::metrics::Metrics;
 use crate::proxy::{InFlight, ProxySettings, RouterProxy};
 use crate::publish::{Health, RoutePublisher};
+use crate::request::HeadLimits;
 use crate::route_table::RouteTable;
 use crate::shutdown::DrainOnTerm;
 use arc_swap::ArcSwap;
@@ -29,7 +31,6 @@ use arc_swap::ArcSwap;
 /// thread and runtime, off the data path. The process exits if the source cannot start.
 pub fn spawn_source(
     c: &CommonArgs,
-    tier: &'static str,
     settings: TierSettings,
     sink: Arc<dyn ConfigSink>,
 ) -> io::Result<()> {
@@ -53,7 +54,7 @@ pub fn spawn_source(
             })?;
         return Ok(());
     }
-    let api = ApiSetup::from_args(c, tier, &settings)?;
+    let api = ApiSetup::from_args(c, &settings)?;
     std::thread::Builder::new()
         .name("k8s-sync".into())
         .spawn(move || rt.block_on(api.run(settings, sink)))?;
@@ -61,7 +62,7 @@ pub fn spawn_source(
 }
 
 /// A pingora server configured from the common flags.
-pub fn new_server(c: &CommonArgs, tier: &str) -> Server {
+pub fn new_server(c: &CommonArgs, tier: Tier) -> Server {
     let mut conf = ServerConf {
         threads: c
             .threads
@@ -74,14 +75,18 @@ pub fn new_server(c: &CommonArgs, tier: &str) -> Server {
         work_stealing: false,
         ..ServerConf::default()
     };
-    conf.upgrade_sock = format!("/tmp/tandem-{tier}-{}.sock", std::process::id());
+    // Under $TMPDIR (default /tmp): the only path tandem writes to, an emptyDir in the chart.
+    conf.upgrade_sock = std::env::temp_dir()
+        .join(format!("tandem-{tier}-{}.sock", std::process::id()))
+        .to_string_lossy()
+        .into_owned();
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     server
 }
 
 /// Proxy settings from the common flags; the caller adjusts scheme, redirect and HSTS.
-pub fn proxy_settings(c: &CommonArgs, tier: &'static str) -> ProxySettings {
+pub fn proxy_settings(c: &CommonArgs, tier: Tier) -> ProxySettings {
     ProxySettings {
         tier,
         scheme: "http",
@@ -92,12 +97,18 @@ pub fn proxy_settings(c: &CommonArgs, tier: &'static str) -> ProxySettings {
         upstream_idle_timeout: c.upstream_keepalive_timeout,
         redirect_to_https_port: None,
         hsts: None,
-        upstream_h2c: match c.upstream_protocol {
-            Some(p) => matches!(p, UpstreamProtocol::H2c),
-            None => tier == "tls-edge",
-        },
+        upstream_protocol: c.upstream_protocol.map(|p| match p {
+            UpstreamProtocol::Http1 => BackendProtocol::Http1,
+            UpstreamProtocol::H2c => BackendProtocol::H2c,
+        }),
         access_log: !c.no_access_log,
         request_metrics: !c.no_request_metrics,
+        head_limits: HeadLimits {
+            request_line: c.max_request_line,
+            header_field: c.max_header_size,
+            headers_total: c.max_headers_size,
+            header_count: c.max_header_count,
+        },
     }
 }
 
@@ -119,7 +130,7 @@ pub fn proxy_service(
 
 /// What every tier shares between its watcher, its proxies, admin and shutdown.
 pub struct TierState {
-    pub tier: &'static str,
+    pub tier: Tier,
     pub metrics: Arc<Metrics>,
     pub routes: Arc<ArcSwap<RouteTable>>,
     pub health: Health,
@@ -127,7 +138,7 @@ pub struct TierState {
 }
 
 impl TierState {
-    pub fn new(tier: &'static str) -> Self {
+    pub fn new(tier: Tier) -> Self {
         let metrics = Metrics::new(tier);
         Self {
             tier,
@@ -191,7 +202,8 @@ struct ApiSetup {
     kubeconfig: Option<PathBuf>,
     options: ApiOptions,
     status: Option<StatusConfig>,
-    tier: &'static str,
+    /// Reports Events as this controller.
+    controller: String,
     identity: String,
 }
 
@@ -200,7 +212,8 @@ fn invalid(msg: String) -> io::Error {
 }
 
 impl ApiSetup {
-    fn from_args(c: &CommonArgs, tier: &'static str, settings: &TierSettings) -> io::Result<Self> {
+    fn from_args(c: &CommonArgs, settings: &TierSettings) -> io::Result<Self> {
+        let tier = settings.tier;
         let identity = c.pod_name.clone().unwrap_or_else(|| {
             let host = std::fs::read_to_string("/etc/hostname")
                 .map(|h| h.trim().to_owned())
@@ -244,10 +257,10 @@ impl ApiSetup {
             kubeconfig: c.kubeconfig.clone(),
             options: ApiOptions {
                 namespace: c.watch_namespace.clone(),
-                watch_secrets: settings.tls,
+                watch_secrets: tier.reads_secrets(),
             },
             status,
-            tier,
+            controller: settings.controller.clone(),
             identity,
         })
     }
@@ -281,7 +294,7 @@ impl ApiSetup {
         };
         let mut observers: Vec<Box<dyn SyncObserver>> = vec![Box::new(spawn_event_reporter(
             client.clone(),
-            format!("tandem.dev/{}", self.tier),
+            self.controller.clone(),
             self.identity.clone(),
         ))];
         if let Some(status) = self.status {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use prometheus::IntCounter;
 use router::metrics::Metrics;
+use router::route_table::normalize_host;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -30,7 +31,8 @@ pub enum CertError {
     Certificate(String),
 }
 
-/// A certificate chain with its key, ready to serve, and its validity period.
+/// A certificate chain with its key, ready to serve, its validity period and the DNS names it
+/// is valid for.
 #[derive(Debug)]
 pub struct ParsedCert {
     pub key: Arc<CertifiedKey>,
@@ -38,6 +40,8 @@ pub struct ParsedCert {
     pub not_before: i64,
     /// Unix seconds.
     pub not_after: i64,
+    /// DNS names of the leaf (subjectAltName, else the common name), lowercase.
+    pub names: Arc<[Box<str>]>,
 }
 
 impl ParsedCert {
@@ -56,6 +60,29 @@ impl ParsedCert {
             validity.not_before.timestamp(),
             validity.not_after.timestamp(),
         );
+        let mut names: Vec<Box<str>> = match parsed.subject_alternative_name() {
+            Ok(Some(san)) => san
+                .value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    x509_parser::extensions::GeneralName::DNSName(d) => {
+                        Some(d.to_ascii_lowercase().into_boxed_str())
+                    }
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        if names.is_empty() {
+            names.extend(
+                parsed
+                    .subject()
+                    .iter_common_name()
+                    .filter_map(|cn| cn.as_str().ok())
+                    .map(|cn| cn.to_ascii_lowercase().into_boxed_str()),
+            );
+        }
         // Any PEM key form rustls knows: PKCS#1 RSA, PKCS#8, SEC1 EC.
         let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|_| CertError::NoKey)?;
         let signing = rustls::crypto::ring::sign::any_supported_type(&key)
@@ -71,6 +98,7 @@ impl ParsedCert {
             key: Arc::new(certified),
             not_before,
             not_after,
+            names: names.into(),
         })
     }
 
@@ -91,16 +119,16 @@ impl ParsedCert {
     }
 }
 
-/// Which key serves which SNI: exact host, then a one-label wildcard, then the default.
+/// Which certificate serves which SNI: exact host, then a one-label wildcard, then the default.
 #[derive(Debug)]
 pub struct CertSet {
-    exact: HashMap<String, Arc<CertifiedKey>>,
-    wildcard: HashMap<String, Arc<CertifiedKey>>,
-    default: Arc<CertifiedKey>,
+    exact: HashMap<String, Arc<ParsedCert>>,
+    wildcard: HashMap<String, Arc<ParsedCert>>,
+    default: Arc<ParsedCert>,
 }
 
 impl CertSet {
-    pub fn new(default: Arc<CertifiedKey>) -> Self {
+    pub fn new(default: Arc<ParsedCert>) -> Self {
         Self {
             exact: HashMap::new(),
             wildcard: HashMap::new(),
@@ -108,11 +136,12 @@ impl CertSet {
         }
     }
 
-    /// Adds a host (lowercase; `*.suffix` for a wildcard). The first key added for a host stays.
-    pub fn insert(&mut self, host: &str, key: Arc<CertifiedKey>) {
+    /// Adds a host (lowercase; `*.suffix` for a wildcard). The first certificate added for a
+    /// host stays.
+    pub fn insert(&mut self, host: &str, cert: Arc<ParsedCert>) {
         match host.strip_prefix("*.") {
-            Some(suffix) => self.wildcard.entry(suffix.to_owned()).or_insert(key),
-            None => self.exact.entry(host.to_owned()).or_insert(key),
+            Some(suffix) => self.wildcard.entry(suffix.to_owned()).or_insert(cert),
+            None => self.exact.entry(host.to_owned()).or_insert(cert),
         };
     }
 
@@ -120,31 +149,25 @@ impl CertSet {
         self.exact.len() + self.wildcard.len()
     }
 
-    /// The key for an SNI name; the default when there is none or nothing matches.
-    pub fn select(&self, sni: Option<&str>) -> &Arc<CertifiedKey> {
+    /// The certificate for an SNI name; the default when there is none or nothing matches.
+    pub fn select(&self, sni: Option<&str>) -> &Arc<ParsedCert> {
         self.select_with_kind(sni).0
     }
 
-    /// The key and how it was chosen: `exact`, `wildcard` or `default`.
-    pub fn select_with_kind(&self, sni: Option<&str>) -> (&Arc<CertifiedKey>, SniMatch) {
-        let Some(sni) = sni else {
+    /// The certificate and how it was chosen: `exact`, `wildcard` or `default`. The SNI is
+    /// compared like a Host header: case-insensitively and without a trailing dot.
+    pub fn select_with_kind(&self, sni: Option<&str>) -> (&Arc<ParsedCert>, SniMatch) {
+        let Some(sni) = sni.map(normalize_host).filter(|s| !s.is_empty()) else {
             return (&self.default, SniMatch::Default);
         };
-        let lowered;
-        let sni = if sni.bytes().any(|b| b.is_ascii_uppercase()) {
-            lowered = sni.to_ascii_lowercase();
-            lowered.as_str()
-        } else {
-            sni
-        };
-        if let Some(k) = self.exact.get(sni) {
-            return (k, SniMatch::Exact);
+        if let Some(c) = self.exact.get(&*sni) {
+            return (c, SniMatch::Exact);
         }
         match sni
             .split_once('.')
             .and_then(|(_, suffix)| self.wildcard.get(suffix))
         {
-            Some(k) => (k, SniMatch::Wildcard),
+            Some(c) => (c, SniMatch::Wildcard),
             None => (&self.default, SniMatch::Default),
         }
     }
@@ -183,17 +206,22 @@ impl CertStore {
     pub fn publish(&self, set: CertSet) {
         self.set.store(Arc::new(set));
     }
+
+    /// The DNS names of the certificate an SNI gets now.
+    pub fn names_for(&self, sni: Option<&str>) -> Arc<[Box<str>]> {
+        self.set.load().select(sni).names.clone()
+    }
 }
 
 impl ResolvesServerCert for CertStore {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let set = self.set.load();
-        let (key, how) = set.select_with_kind(hello.server_name());
+        let (cert, how) = set.select_with_kind(hello.server_name());
         let h2 = hello
             .alpn()
             .is_some_and(|mut protocols| protocols.any(|p| p == b"h2"));
         self.hellos[how as usize][usize::from(!h2)].inc();
-        Some(key.clone())
+        Some(cert.key.clone())
     }
 }
 
@@ -239,24 +267,20 @@ mod tests {
 
     #[test]
     fn resolver_counts_hellos_by_match_kind() {
-        let m = Metrics::new("test");
+        let m = Metrics::new(k8s_sync::Tier::Router);
         let (c, k) = pem_pair(&["default"]);
-        let key = ParsedCert::from_pem(c.as_bytes(), k.as_bytes())
-            .unwrap()
-            .key;
-        let store = CertStore::new(CertSet::new(key), &m);
+        let cert = Arc::new(ParsedCert::from_pem(c.as_bytes(), k.as_bytes()).unwrap());
+        let store = CertStore::new(CertSet::new(cert), &m);
         store.hellos[SniMatch::Default as usize][1].inc();
         let text = String::from_utf8(m.encode()).unwrap();
-        assert!(text.contains(r#"tandem_tls_client_hellos_total{alpn="http1",certificate="default",tier="test"} 1"#), "{text}");
+        assert!(text.contains(r#"tandem_tls_client_hellos_total{alpn="http1",certificate="default",tier="router"} 1"#), "{text}");
     }
 
     #[test]
     fn selects_exact_then_wildcard_then_default() {
         let key = |n: &str| {
             let (c, k) = pem_pair(&[n]);
-            ParsedCert::from_pem(c.as_bytes(), k.as_bytes())
-                .unwrap()
-                .key
+            Arc::new(ParsedCert::from_pem(c.as_bytes(), k.as_bytes()).unwrap())
         };
         let (exact, wild, default) = (key("a.example"), key("*.example"), key("default"));
         let mut set = CertSet::new(default.clone());
@@ -266,6 +290,11 @@ mod tests {
         assert!(Arc::ptr_eq(set.select(Some("b.example")), &wild));
         assert!(Arc::ptr_eq(set.select(Some("c.b.example")), &default));
         assert!(Arc::ptr_eq(set.select(None), &default));
+        assert!(
+            Arc::ptr_eq(set.select(Some("a.example.")), &exact),
+            "a trailing dot names the same host"
+        );
+        assert_eq!(&*exact.names, &[Box::from("a.example")]);
         assert_eq!(set.host_count(), 2);
     }
 }

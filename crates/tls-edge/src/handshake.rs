@@ -1,4 +1,6 @@
-//! Counts completed TLS handshakes by protocol version (pingora calls this after each one).
+//! After each TLS handshake (pingora calls this): counts it by protocol version and attaches
+//! to the connection what it is authoritative for, so a request for a host its certificate does
+//! not cover is answered 421.
 
 use std::any::Any;
 use std::sync::Arc;
@@ -6,20 +8,27 @@ use std::sync::Arc;
 use pingora_core::listeners::TlsAccept;
 use pingora_core::protocols::tls::TlsRef;
 use router::metrics::Metrics;
+use router::tls_authority::TlsAuthority;
 
-pub struct HandshakeMetrics(pub Arc<Metrics>);
+use crate::cert_store::CertStore;
+
+pub struct HandshakeObserver {
+    pub metrics: Arc<Metrics>,
+    pub certs: Arc<CertStore>,
+}
 
 #[async_trait::async_trait]
-impl TlsAccept for HandshakeMetrics {
+impl TlsAccept for HandshakeObserver {
     async fn handshake_complete_callback(
         &self,
         tls: &TlsRef,
     ) -> Option<Arc<dyn Any + Send + Sync>> {
         let version = tls.version().unwrap_or("unknown");
-        self.0
+        self.metrics
             .tls_handshakes
             .with_label_values(&["ok", version])
             .inc();
-        None
+        let sni = tls.server_name();
+        Some(Arc::new(TlsAuthority::new(sni, self.certs.names_for(sni))))
     }
 }

@@ -7,5 +7,5 @@ pub mod handshake;
 pub mod publish;
 
 pub use cert_store::{CertError, CertSet, CertStore, ParsedCert, SniMatch};
-pub use handshake::HandshakeMetrics;
+pub use handshake::HandshakeObserver;
 pub use publish::EdgePublisher;

@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use anyhow::{Context, anyhow};
 use clap::Parser;
-use k8s_sync::{ObjectKey, TierSettings};
+use k8s_sync::{ObjectKey, Tier, TierSettings};
 use pingora_core::listeners::tls::TlsSettings;
 use router::cli::{CommonArgs, init_logging};
 use router::tier;
-use tls_edge::{CertSet, CertStore, EdgePublisher, HandshakeMetrics, ParsedCert};
+use tls_edge::{CertSet, CertStore, EdgePublisher, HandshakeObserver, ParsedCert};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -33,8 +33,13 @@ struct Cli {
     redirect_https_port: u16,
 
     /// IngressClass this edge serves.
-    #[arg(long, value_name = "NAME", default_value = "tandem-edge")]
+    #[arg(long, value_name = "NAME", default_value = Tier::TlsEdge.default_class())]
     ingress_class: String,
+
+    /// Controller name (spec.controller) the IngressClass must carry for this edge to serve
+    /// it; an IngressClass of our name naming another controller is not served.
+    #[arg(long, value_name = "NAME", default_value = Tier::TlsEdge.default_controller())]
+    controller_class: String,
 
     /// NAMESPACE/NAME of a kubernetes.io/tls Secret served when no host matches the SNI (or
     /// there is none); without it a self-signed certificate made at start-up is served.
@@ -66,10 +71,10 @@ fn main() -> anyhow::Result<()> {
     let fallback_cert = Arc::new(
         ParsedCert::self_signed().context("cannot make the self-signed default certificate")?,
     );
-    let state = tier::TierState::new("tls-edge");
+    let state = tier::TierState::new(Tier::TlsEdge);
     let metrics = state.metrics.clone();
     let certs = Arc::new(CertStore::new(
-        CertSet::new(fallback_cert.key.clone()),
+        CertSet::new(fallback_cert.clone()),
         &metrics,
     ));
     let publisher = Arc::new(EdgePublisher::new(
@@ -80,29 +85,33 @@ fn main() -> anyhow::Result<()> {
         default_secret.clone(),
     ));
     let settings = TierSettings {
+        tier: Tier::TlsEdge,
         class: cli.ingress_class.clone(),
+        controller: cli.controller_class.clone(),
         watch_without_class: c.watch_ingress_without_class,
-        tls: true,
         default_certificate: default_secret,
     };
-    tier::spawn_source(c, "tls-edge", settings, publisher)?;
+    tier::spawn_source(c, settings, publisher)?;
 
-    let mut server = tier::new_server(c, "tls-edge");
+    let mut server = tier::new_server(c, Tier::TlsEdge);
 
-    let mut https = tier::proxy_settings(c, "tls-edge");
+    let mut https = tier::proxy_settings(c, Tier::TlsEdge);
     https.scheme = "https";
     https.hsts = cli.hsts_max_age.map(|s| format!("max-age={s}"));
     let proxy = state.proxy(https);
     let mut tls_service = tier::proxy_service(&server, "tls-edge-https", proxy, false);
     for addr in &cli.https_listen {
-        let mut tls = TlsSettings::with_callbacks(Box::new(HandshakeMetrics(metrics.clone())))
-            .context("TLS settings")?;
+        let mut tls = TlsSettings::with_callbacks(Box::new(HandshakeObserver {
+            metrics: metrics.clone(),
+            certs: certs.clone(),
+        }))
+        .context("TLS settings")?;
         tls.set_cert_resolver(certs.clone());
         tls.enable_h2();
         tls_service.add_tls_with_settings(addr, None, tls);
     }
 
-    let mut plain = tier::proxy_settings(c, "tls-edge");
+    let mut plain = tier::proxy_settings(c, Tier::TlsEdge);
     plain.redirect_to_https_port = Some(cli.redirect_https_port);
     let proxy = state.proxy(plain);
     let mut plain_service = tier::proxy_service(&server, "tls-edge-http", proxy, true);
@@ -112,7 +121,7 @@ fn main() -> anyhow::Result<()> {
     server.add_service(tls_service);
     server.add_service(plain_service);
     tracing::info!(https = ?cli.https_listen, http = ?cli.http_listen, admin = %c.admin_listen,
-        class = %cli.ingress_class, source = %tier::source_name(c), "tls-edge starting");
+        class = %cli.ingress_class, controller = %cli.controller_class, source = %tier::source_name(c), "tls-edge starting");
     tier::run(server, c, state);
     Ok(())
 }

@@ -179,7 +179,7 @@ impl EdgePublisher {
             .default_secret
             .as_ref()
             .and_then(|k| state.good.get(k))
-            .map_or_else(|| self.fallback_cert.key.clone(), |(_, p)| p.key.clone());
+            .map_or_else(|| self.fallback_cert.clone(), |(_, p)| p.clone());
         let mut set = CertSet::new(default);
         let expiry = &self.metrics.certificate_not_after;
         expiry.reset();
@@ -200,7 +200,7 @@ impl EdgePublisher {
                     None => by_host.get(host).cloned(),
                 };
                 if let Some((secret, parsed)) = served {
-                    set.insert(host, parsed.key.clone());
+                    set.insert(host, parsed.clone());
                     expiry
                         .with_label_values(&[&secret.namespace, &secret.name, host])
                         .set(parsed.not_after as f64);

@@ -14,9 +14,10 @@ fn snap(docs: Vec<Value>) -> Snapshot {
 
 fn settings() -> TierSettings {
     TierSettings {
+        tier: Tier::Router,
         class: "tandem-router".into(),
+        controller: "tandem.dev/router".into(),
         watch_without_class: false,
-        tls: false,
         default_certificate: None,
     }
 }
@@ -350,9 +351,10 @@ fn translation_is_deterministic() {
 
 fn edge() -> TierSettings {
     TierSettings {
+        tier: Tier::TlsEdge,
         class: "tandem-edge".into(),
+        controller: "tandem.dev/tls-edge".into(),
         watch_without_class: false,
-        tls: true,
         default_certificate: None,
     }
 }
@@ -422,4 +424,92 @@ fn edge_resolves_tls_secrets_and_reports_bad_references() {
         },
     );
     assert!(r.tls_secrets.is_empty() && r.routes.tls.is_empty());
+}
+
+fn ingress_class(name: &str, controller: &str, default: bool) -> Value {
+    let mut c = json!({"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+        "metadata": {"name": name}, "spec": {"controller": controller}});
+    if default {
+        c["metadata"]["annotations"] =
+            json!({"ingressclass.kubernetes.io/is-default-class": "true"});
+    }
+    c
+}
+
+#[test]
+fn class_naming_another_controller_is_not_served_and_reported() {
+    let r = json!({"rules": [rule(None, "/a", "Prefix", "s", json!({"number": 80}))]});
+    let mine = ingress("mine", Some("tandem-router"), None, r.clone());
+    let unclassed = ingress("unclassed", None, None, r.clone());
+
+    // Our class name, but it belongs to another controller: nothing served, each Ingress told.
+    let t = translate(
+        &snap(vec![
+            ingress_class("tandem-router", "k8s.io/ingress-nginx", true),
+            mine.clone(),
+            unclassed.clone(),
+        ]),
+        &settings(),
+    );
+    assert_eq!(t.routes.route_count(), 0);
+    assert!(t.served_ingresses.is_empty());
+    let mismatch: Vec<_> = t
+        .problems
+        .iter()
+        .filter(|p| p.reason == ProblemReason::ClassControllerMismatch)
+        .collect();
+    assert_eq!(mismatch.len(), 1, "{:?}", t.problems);
+    assert_eq!(mismatch[0].name, "mine");
+    assert!(mismatch[0].detail.contains("k8s.io/ingress-nginx"));
+
+    // Our controller: served; no IngressClass object at all: served by name.
+    let ours = snap(vec![
+        ingress_class("tandem-router", "tandem.dev/router", false),
+        mine.clone(),
+    ]);
+    assert_eq!(translate(&ours, &settings()).routes.route_count(), 1);
+    assert_eq!(
+        translate(&snap(vec![mine]), &settings())
+            .routes
+            .route_count(),
+        1
+    );
+}
+
+#[test]
+fn backend_protocol_follows_app_protocol() {
+    let docs = vec![
+        ingress(
+            "i",
+            Some("tandem-router"),
+            None,
+            json!({"rules": [{"http": {"paths": [
+                {"path": "/h2c", "pathType": "Prefix", "backend": {"service": {"name": "svc", "port": {"name": "grpc"}}}},
+                {"path": "/h1", "pathType": "Prefix", "backend": {"service": {"name": "svc", "port": {"name": "web"}}}},
+                {"path": "/tls", "pathType": "Prefix", "backend": {"service": {"name": "svc", "port": {"name": "tls"}}}}
+            ]}}]}),
+        ),
+        service(
+            "svc",
+            json!([
+                {"name": "grpc", "port": 81, "appProtocol": "kubernetes.io/h2c"},
+                {"name": "web", "port": 80, "appProtocol": "http"},
+                {"name": "tls", "port": 443, "appProtocol": "https"}
+            ]),
+        ),
+    ];
+    let t = translate(&snap(docs), &settings());
+    let protocol =
+        |port: &str| t.endpoints.0[&key("svc", ServicePortRef::Name(port.into()))].protocol;
+    assert_eq!(protocol("grpc"), BackendProtocol::H2c);
+    assert_eq!(protocol("web"), BackendProtocol::Http1);
+    // Unknown: spoken as HTTP/1.1 and reported.
+    assert_eq!(protocol("tls"), BackendProtocol::Http1);
+    let unsupported: Vec<_> = t
+        .problems
+        .iter()
+        .filter(|p| p.reason == ProblemReason::UnsupportedAppProtocol)
+        .collect();
+    assert_eq!(unsupported.len(), 1, "{:?}", t.problems);
+    assert!(unsupported[0].detail.contains("\"https\""));
 }

@@ -1,5 +1,5 @@
 use super::*;
-use k8s_sync::{BackendKey, DefaultBackend, EndpointSet, ServicePortRef};
+use k8s_sync::{BackendKey, DefaultBackend, EndpointSet, ResolvedBackend, ServicePortRef};
 
 fn key(svc: &str) -> BackendKey {
     BackendKey {
@@ -13,6 +13,7 @@ fn route(path: PathMatch, svc: &str) -> Route {
     Route {
         path,
         implementation_specific: false,
+        forward_raw_path: false,
         backend: key(svc),
         ingress: IngressRef {
             namespace: "default".into(),
@@ -31,12 +32,21 @@ fn exact(p: &str) -> PathMatch {
 fn table(config: &RoutingConfig) -> RouteTable {
     let mut eps = EndpointSet::default();
     for k in config.backends() {
-        eps.0
-            .insert(k.clone(), vec!["127.0.0.1:1".parse().unwrap()]);
+        eps.0.insert(
+            k.clone(),
+            ResolvedBackend {
+                addrs: vec!["127.0.0.1:1".parse().unwrap()],
+                ..ResolvedBackend::default()
+            },
+        );
     }
     let mut reg = BackendRegistry::default();
     reg.sync(&eps);
-    let (t, problems) = RouteTable::build(config, &reg, &crate::metrics::Metrics::new("test"));
+    let (t, problems) = RouteTable::build(
+        config,
+        &reg,
+        &crate::metrics::Metrics::new(k8s_sync::Tier::Router),
+    );
     assert!(problems.is_empty(), "{problems:?}");
     t
 }
@@ -227,7 +237,7 @@ fn https_redirect_hosts_match_exact_and_one_label_wildcards() {
 
 #[test]
 fn fallback_counters_are_labelled_by_configured_host_only() {
-    let m = crate::metrics::Metrics::new("test");
+    let m = crate::metrics::Metrics::new(k8s_sync::Tier::Router);
     let mut cfg = RoutingConfig::default();
     cfg.known_hosts.insert("shop.example".into());
     cfg.known_hosts.insert("*.brand.example".into());
