@@ -9,6 +9,7 @@
 pub mod api;
 pub mod config;
 pub mod events;
+mod flow_depth;
 pub mod manifest;
 pub mod object;
 pub mod problem;

@@ -1,18 +1,60 @@
 //! The manifest-directory source: every `*.yaml`, `*.yml` and `*.json` file under a directory,
 //! multi-document, re-read when it changes. A file that fails to parse is reported and its last
 //! good objects stay in force, so one bad edit never drops routes.
+//!
+//! The directory is input an operator (or whoever can write to a volume) controls, so reading it
+//! is bounded: files larger than [`MAX_FILE_BYTES`], with more than [`MAX_TOKENS`] tokens or
+//! nesting deeper than [`MAX_NESTING`] are rejected before the YAML parser sees them, duplicate
+//! mapping keys reject a document, the walk never follows a symlink loop nor descends more than
+//! [`MAX_DIR_DEPTH`] directories, and a file is read only once it has stopped changing (see
+//! [`SETTLE`]), so a file rewritten in place is not read half-written.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
-use serde::Deserialize;
+use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Number, Value};
 
+use crate::flow_depth::{Exceeded, prescan};
 use crate::object::{Object, Snapshot};
 
+/// Largest manifest file read, in bytes (16 MiB). The API server refuses requests over 3 MiB and
+/// etcd objects over 1.5 MiB, so this holds several thousand ordinary objects per file; a larger
+/// file is rejected without being read (its last good objects stay in force).
+pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Most YAML tokens (scalars, indicators, brackets) read in one file: one million, about 3.5 MiB
+/// of ordinary manifests (some 20,000 Services). The parser holds every event of a document in
+/// memory, about 100 bytes each, so this bounds one file's parse however its bytes are spent
+/// (measured with a debug build: 3.5 MB of Services in 1.5 s and 130 MB RSS; 850 KB of `[[1]],`
+/// in 1 s and 220 MB) instead of 16 MiB of brackets taking 17 s and 1.6 GB. More objects can be
+/// split over several files.
+pub const MAX_TOKENS: usize = 1_000_000;
+
+/// Deepest nesting of mappings and sequences accepted in a document, and of flow collections
+/// (`[ ]`, `{ }`, i.e. all of JSON) in a file. The objects tandem reads are about 10 levels deep
+/// and even large CustomResourceDefinition schemas stay under 50; the YAML scanner's time grows
+/// with the square of flow nesting, so the text is checked before parsing (25,000 levels would
+/// otherwise take seconds during which no other change is applied).
+pub const MAX_NESTING: usize = 64;
+
+/// Deepest directory level read below the manifest directory (symlinked directories count).
+pub const MAX_DIR_DEPTH: usize = 32;
+
+/// A changed file is read once its size, mtime and inode have stayed the same for this long: a
+/// file rewritten in place (truncate, then write) is not read half-written. The first scan at
+/// start-up reads every file at once.
+pub const SETTLE: Duration = Duration::from_millis(100);
+
+/// A file that became empty while it had objects keeps them until it has stayed empty this long:
+/// the gap between a truncate and the first write can be longer than [`SETTLE`] for a slow writer.
+pub const EMPTY_SETTLE: Duration = Duration::from_millis(500);
+
 /// A file (or one document of it) that could not be read.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct FileProblem {
     pub file: PathBuf,
     /// Zero-based document index within the file, when the problem is in one document.
@@ -30,7 +72,7 @@ impl fmt::Display for FileProblem {
 }
 
 /// What identifies one version of a file without reading it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct FileStamp {
     modified: Option<SystemTime>,
     len: u64,
@@ -50,8 +92,11 @@ struct FileState {
 pub struct Rescan {
     /// Whether any file's objects were added, changed or removed.
     pub changed: bool,
-    /// Problems found in files read during this rescan.
+    /// Problems found in files read (or in the directory walk) during this rescan, each reported
+    /// once while it lasts.
     pub new_problems: Vec<FileProblem>,
+    /// Some changed file is still settling: rescan again after a short tick, not a full poll.
+    pub settling: bool,
 }
 
 /// A directory of manifests and the last good objects of each file in it.
@@ -59,6 +104,13 @@ pub struct Rescan {
 pub struct ManifestDir {
     root: PathBuf,
     files: BTreeMap<PathBuf, FileState>,
+    /// Changed files not read yet: the stamp seen and since when it has not changed.
+    settling: BTreeMap<PathBuf, (FileStamp, Instant)>,
+    /// Problems of the directory walk (symlink loops, too deep), as of the last rescan.
+    walk_problems: BTreeSet<FileProblem>,
+    scanned: bool,
+    settle: Duration,
+    empty_settle: Duration,
 }
 
 impl ManifestDir {
@@ -66,28 +118,74 @@ impl ManifestDir {
         Self {
             root: root.into(),
             files: BTreeMap::new(),
+            settling: BTreeMap::new(),
+            walk_problems: BTreeSet::new(),
+            scanned: false,
+            settle: SETTLE,
+            empty_settle: EMPTY_SETTLE,
         }
     }
 
-    /// Re-reads files whose stamp changed, forgets deleted ones.
+    /// Reads changed files at once, without waiting for them to settle.
+    #[cfg(test)]
+    fn without_settling(mut self) -> Self {
+        self.settle = Duration::ZERO;
+        self.empty_settle = Duration::ZERO;
+        self
+    }
+
+    /// Re-reads files whose stamp changed (once it has settled), forgets deleted ones.
     pub fn rescan(&mut self) -> std::io::Result<Rescan> {
         let mut found = BTreeMap::new();
-        collect_files(&self.root, &mut found)?;
+        let mut walk_problems = BTreeSet::new();
+        collect_files(&self.root, &mut found, &mut walk_problems)?;
         let mut out = Rescan::default();
+        out.new_problems
+            .extend(walk_problems.difference(&self.walk_problems).cloned());
+        self.walk_problems = walk_problems;
+        // Versions already read: a path showing one of them is a rename (or a hard link) of
+        // content that has settled, so it is read at once (a renamed file never blinks).
+        let known: std::collections::HashSet<FileStamp> =
+            self.files.values().map(|s| s.stamp).collect();
         let before = self.files.len();
         self.files.retain(|path, _| found.contains_key(path));
+        self.settling.retain(|path, _| found.contains_key(path));
         out.changed |= self.files.len() != before;
+        let now = Instant::now();
         for (path, stamp) in found {
-            if self.files.get(&path).is_some_and(|s| s.stamp == stamp) {
+            let previous = self.files.get(&path);
+            if previous.is_some_and(|s| s.stamp == stamp) {
+                self.settling.remove(&path);
                 continue;
             }
-            let parsed = std::fs::read_to_string(&path)
-                .map_err(|e| FileProblem {
-                    file: path.clone(),
-                    document: None,
-                    reason: e.to_string(),
-                })
-                .and_then(|text| parse_documents(&path, &text));
+            if self.scanned && !known.contains(&stamp) {
+                // Read a changed file only once it has stopped changing.
+                let had_objects = previous.is_some_and(|s| !s.objects.is_empty());
+                let wait = if stamp.len == 0 && had_objects {
+                    self.empty_settle
+                } else {
+                    self.settle
+                };
+                let since = match self.settling.get(&path) {
+                    Some((seen, since)) if *seen == stamp => *since,
+                    _ => {
+                        self.settling.insert(path.clone(), (stamp, now));
+                        now
+                    }
+                };
+                if now.duration_since(since) < wait {
+                    out.settling = true;
+                    continue;
+                }
+            }
+            let parsed = read_manifest(&path, stamp.len);
+            // Changed while being read: read it again once it settles.
+            if self.scanned && file_stamp(&path) != Some(stamp) {
+                self.settling.remove(&path);
+                out.settling = true;
+                continue;
+            }
+            self.settling.remove(&path);
             match parsed {
                 Ok(objects) => {
                     self.files.insert(
@@ -119,12 +217,17 @@ impl ManifestDir {
                 }
             }
         }
+        self.scanned = true;
         Ok(out)
     }
 
-    /// Files that are currently broken (their last good objects are in force).
+    /// Files that are currently broken (their last good objects are in force), and problems of
+    /// the directory walk.
     pub fn problems(&self) -> impl Iterator<Item = &FileProblem> {
-        self.files.values().filter_map(|s| s.problem.as_ref())
+        self.files
+            .values()
+            .filter_map(|s| s.problem.as_ref())
+            .chain(self.walk_problems.iter())
     }
 
     /// All objects in force. An object defined in two files is taken from the first file in
@@ -157,34 +260,138 @@ fn is_manifest(path: &Path) -> bool {
     )
 }
 
-/// Walks `dir`, following symlinks, skipping hidden entries (which also skips the `..data`
-/// directories of a mounted ConfigMap while following its top-level symlinks).
-fn collect_files(dir: &Path, out: &mut BTreeMap<PathBuf, FileStamp>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let path = entry.path();
-        if entry.file_name().to_string_lossy().starts_with('.') {
-            continue;
+fn stamp_of(meta: &std::fs::Metadata) -> FileStamp {
+    use std::os::unix::fs::MetadataExt;
+    FileStamp {
+        modified: meta.modified().ok(),
+        len: meta.len(),
+        inode: meta.ino(),
+    }
+}
+
+fn file_stamp(path: &Path) -> Option<FileStamp> {
+    std::fs::metadata(path).ok().map(|m| stamp_of(&m))
+}
+
+/// Walks the directory, following symlinks, skipping hidden entries (which also skips the
+/// `..data` directories of a mounted ConfigMap while following its top-level symlinks), in name
+/// order. A directory is read once per walk (by device and inode): a symlink back to a directory
+/// being walked is a loop, reported and not followed; a second path to a directory already read
+/// is skipped. Deeper than [`MAX_DIR_DEPTH`] is reported and not read.
+fn collect_files(
+    root: &Path,
+    out: &mut BTreeMap<PathBuf, FileStamp>,
+    problems: &mut BTreeSet<FileProblem>,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(root)?;
+    let mut walk = Walk {
+        out,
+        problems,
+        visited: BTreeSet::from([(meta.dev(), meta.ino())]),
+        ancestors: vec![(meta.dev(), meta.ino())],
+    };
+    walk.dir(root, 0)
+}
+
+struct Walk<'a> {
+    out: &'a mut BTreeMap<PathBuf, FileStamp>,
+    problems: &'a mut BTreeSet<FileProblem>,
+    visited: BTreeSet<(u64, u64)>,
+    /// The directories from the root down to the one being read.
+    ancestors: Vec<(u64, u64)>,
+}
+
+impl Walk<'_> {
+    fn dir(&mut self, dir: &Path, depth: usize) -> std::io::Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let mut entries = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            if !entry.file_name().to_string_lossy().starts_with('.') {
+                entries.push(entry.path());
+            }
         }
-        // Follows symlinks; a dangling one is skipped.
-        let Ok(meta) = std::fs::metadata(&path) else {
-            continue;
-        };
-        if meta.is_dir() {
-            collect_files(&path, out)?;
-        } else if meta.is_file() && is_manifest(&path) {
-            use std::os::unix::fs::MetadataExt;
-            out.insert(
-                path,
-                FileStamp {
-                    modified: meta.modified().ok(),
-                    len: meta.len(),
-                    inode: meta.ino(),
-                },
-            );
+        entries.sort();
+        for path in entries {
+            // Follows symlinks; a dangling one is skipped.
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            if meta.is_dir() {
+                let id = (meta.dev(), meta.ino());
+                if self.ancestors.contains(&id) {
+                    self.problems.insert(FileProblem {
+                        file: path,
+                        document: None,
+                        reason: "symlink loop: leads back to a directory being read; not followed"
+                            .to_owned(),
+                    });
+                    continue;
+                }
+                if !self.visited.insert(id) {
+                    continue; // already read through another path
+                }
+                if depth + 1 > MAX_DIR_DEPTH {
+                    self.problems.insert(FileProblem {
+                        file: path,
+                        document: None,
+                        reason: format!(
+                            "more than {MAX_DIR_DEPTH} directory levels below the manifest directory; not read"
+                        ),
+                    });
+                    continue;
+                }
+                self.ancestors.push(id);
+                // An unreadable subdirectory fails the whole rescan, as before: the last good
+                // config stays rather than that directory's objects being dropped.
+                let read = self.dir(&path, depth + 1);
+                self.ancestors.pop();
+                read?;
+            } else if meta.is_file() && is_manifest(&path) {
+                self.out.insert(path, stamp_of(&meta));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads and parses one file within the limits.
+fn read_manifest(path: &Path, len: u64) -> Result<Vec<Object>, FileProblem> {
+    let problem = |reason: String| FileProblem {
+        file: path.to_owned(),
+        document: None,
+        reason,
+    };
+    let too_large = || {
+        problem(format!(
+            "file is larger than {MAX_FILE_BYTES} bytes (16 MiB); not read"
+        ))
+    };
+    if len > MAX_FILE_BYTES {
+        return Err(too_large());
+    }
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_string(&mut text))
+        .map_err(|e| problem(e.to_string()))?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_large());
+    }
+    match prescan(&text, MAX_NESTING, MAX_TOKENS) {
+        Ok(_) => {}
+        Err(Exceeded::Depth) => {
+            return Err(problem(format!(
+                "flow collections ([ ], {{ }}) nest deeper than {MAX_NESTING} levels; not parsed"
+            )));
+        }
+        Err(Exceeded::Tokens) => {
+            return Err(problem(format!(
+                "more than {MAX_TOKENS} YAML tokens; not parsed (split the file)"
+            )));
         }
     }
-    Ok(())
+    parse_documents(path, &text)
 }
 
 /// Parses every document of a file (YAML is a superset of JSON, so one parser reads both).
@@ -196,13 +403,110 @@ fn parse_documents(path: &Path, text: &str) -> Result<Vec<Object>, FileProblem> 
             document: Some(index),
             reason,
         };
-        let value = serde_json::Value::deserialize(doc).map_err(|e| problem(e.to_string()))?;
+        let value = StrictValue { depth: 0 }
+            .deserialize(doc)
+            .map_err(|e| problem(e.to_string()))?;
         if value.is_null() {
             continue; // empty document, e.g. a trailing `---`
         }
         objects.extend(Object::from_manifest(value).map_err(|e| problem(e.to_string()))?);
     }
     Ok(objects)
+}
+
+/// Deserializes a document into a JSON value like `serde_json::Value` does, but refuses a
+/// mapping with the same key twice (the API server's strict decoding reports those too; taking
+/// the last one silently would hide a typo'd override) and nesting deeper than [`MAX_NESTING`].
+#[derive(Clone, Copy)]
+struct StrictValue {
+    depth: usize,
+}
+
+impl StrictValue {
+    fn nested<E: serde::de::Error>(self) -> Result<Self, E> {
+        if self.depth >= MAX_NESTING {
+            return Err(E::custom(format!(
+                "nesting deeper than {MAX_NESTING} levels"
+            )));
+        }
+        Ok(Self {
+            depth: self.depth + 1,
+        })
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for StrictValue {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for StrictValue {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any YAML or JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        self.deserialize(d)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let inner = self.nested()?;
+        let mut items = Vec::new();
+        while let Some(v) = seq.next_element_seed(inner)? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let inner = self.nested()?;
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if out.contains_key(&key) {
+                return Err(A::Error::custom(format!("duplicate key {key:?}")));
+            }
+            let value = map.next_value_seed(inner)?;
+            out.insert(key, value);
+        }
+        Ok(Value::Object(out))
+    }
 }
 
 #[cfg(test)]
@@ -222,7 +526,7 @@ mod tests {
         )
         .unwrap();
         std::fs::write(dir.path().join("ignored.txt"), "not: [yaml").unwrap();
-        let mut md = ManifestDir::new(dir.path());
+        let mut md = ManifestDir::new(dir.path()).without_settling();
         let r = md.rescan().unwrap();
         assert!(r.changed && r.new_problems.is_empty());
         assert_eq!(md.snapshot().0.services.len(), 2);
@@ -271,5 +575,233 @@ mod tests {
         assert!(md.rescan().unwrap().changed);
         assert!(!md.rescan().unwrap().changed);
         assert_eq!(md.snapshot().0.services.len(), 1);
+    }
+    fn problem_reasons(r: &Rescan) -> Vec<String> {
+        r.new_problems.iter().map(|p| p.to_string()).collect()
+    }
+
+    #[test]
+    fn deep_nesting_is_rejected_before_parsing() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a.yaml");
+        std::fs::write(&file, SVC).unwrap();
+        let mut md = ManifestDir::new(dir.path()).without_settling();
+        md.rescan().unwrap();
+        let n = 25_000;
+        for (name, text) in [
+            (
+                "flow sequence",
+                format!("{}{}", "[".repeat(n), "]".repeat(n)),
+            ),
+            (
+                "flow mapping",
+                format!("{}1{}", "{a: ".repeat(n), "}".repeat(n)),
+            ),
+            ("JSON", format!("{}1{}", "{\"a\":".repeat(n), "}".repeat(n))),
+            ("block sequence", format!("{}x\n", "- ".repeat(n))),
+        ] {
+            std::fs::write(&file, format!("{SVC}---\n{text}")).unwrap();
+            let started = Instant::now();
+            let r = md.rescan().unwrap();
+            let took = started.elapsed();
+            let reasons = problem_reasons(&r);
+            assert_eq!(reasons.len(), 1, "{name}: {reasons:?}");
+            assert!(reasons[0].contains("64 levels"), "{name}: {reasons:?}");
+            assert!(took < Duration::from_secs(1), "{name}: took {took:?}");
+            // The file's last good objects stay in force.
+            assert_eq!(md.snapshot().0.services.len(), 1, "{name}");
+        }
+        // Nesting within the limit is fine, in flow and block style.
+        let deep_ok = format!(
+            "{SVC}---\napiVersion: example.com/v1\nkind: Deep\nmetadata: {{name: d}}\nspec: {}1{}\n---\napiVersion: example.com/v1\nkind: Deep\nspec:\n{}x\n",
+            "[".repeat(60),
+            "]".repeat(60),
+            "- ".repeat(60)
+        );
+        std::fs::write(&file, deep_ok).unwrap();
+        let r = md.rescan().unwrap();
+        assert!(r.new_problems.is_empty(), "{:?}", problem_reasons(&r));
+    }
+
+    #[test]
+    fn oversized_files_are_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a.yaml");
+        std::fs::write(&file, SVC).unwrap();
+        let mut md = ManifestDir::new(dir.path()).without_settling();
+        md.rescan().unwrap();
+        // A sparse file: nothing is allocated, and nothing must be read.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_len(MAX_FILE_BYTES + 1)
+            .unwrap();
+        let r = md.rescan().unwrap();
+        assert!(
+            problem_reasons(&r)[0].contains("larger than"),
+            "{:?}",
+            problem_reasons(&r)
+        );
+        assert_eq!(md.snapshot().0.services.len(), 1);
+
+        // Small in bytes but dense in tokens (each `[]` is two parser events).
+        let dense = format!("{SVC}---\n[{}]\n", "[],".repeat(MAX_TOKENS / 2));
+        assert!((dense.len() as u64) < MAX_FILE_BYTES);
+        std::fs::write(&file, dense).unwrap();
+        let started = Instant::now();
+        let r = md.rescan().unwrap();
+        assert!(
+            problem_reasons(&r)[0].contains("tokens"),
+            "{:?}",
+            problem_reasons(&r)
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(md.snapshot().0.services.len(), 1);
+    }
+
+    #[test]
+    fn duplicate_keys_reject_the_document() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.yaml"), SVC).unwrap();
+        let mut md = ManifestDir::new(dir.path()).without_settling();
+        md.rescan().unwrap();
+        let cases = [
+            ("a.yaml", format!("{SVC}---\n{}", SVC.replace("metadata: {name: a}", "metadata: {name: b, name: c}"))),
+            ("a.yaml", "apiVersion: v1\nkind: Service\nmetadata:\n  name: a\nspec: {ports: [{port: 80}]}\nmetadata:\n  name: b\n".to_owned()),
+            ("b.json", r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"x","name":"y"}}"#.to_owned()),
+        ];
+        for (name, text) in cases {
+            std::fs::write(dir.path().join(name), &text).unwrap();
+            let r = md.rescan().unwrap();
+            let reasons = problem_reasons(&r);
+            assert_eq!(reasons.len(), 1, "{text}: {reasons:?}");
+            assert!(
+                reasons[0].contains("duplicate key \"name\"")
+                    || reasons[0].contains("duplicate key \"metadata\""),
+                "{reasons:?}"
+            );
+            let snap = md.snapshot().0;
+            assert_eq!(
+                snap.services.len(),
+                1,
+                "only a.yaml's last good Service: {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn symlink_loops_are_reported_once_and_not_followed() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::write(root.join("a.yaml"), SVC).unwrap();
+        std::fs::create_dir(root.join("sub")).unwrap();
+        std::fs::write(root.join("sub/b.yaml"), SVC.replace("name: a", "name: b")).unwrap();
+        symlink(".", root.join("self")).unwrap();
+        symlink("..", root.join("sub/up")).unwrap();
+        // A ConfigMap volume: files are symlinks into `..data`, itself a symlink.
+        std::fs::create_dir(root.join("..2024_01_01")).unwrap();
+        std::fs::write(
+            root.join("..2024_01_01/c.yaml"),
+            SVC.replace("name: a", "name: c"),
+        )
+        .unwrap();
+        symlink("..2024_01_01", root.join("..data")).unwrap();
+        symlink("..data/c.yaml", root.join("c.yaml")).unwrap();
+        // A symlinked directory elsewhere that is not a loop.
+        let other = tempfile::tempdir().unwrap();
+        std::fs::write(
+            other.path().join("d.yaml"),
+            SVC.replace("name: a", "name: d"),
+        )
+        .unwrap();
+        symlink(other.path(), root.join("linked")).unwrap();
+
+        let mut md = ManifestDir::new(root).without_settling();
+        let r = md.rescan().unwrap();
+        let mut loops: Vec<_> = r.new_problems.iter().map(|p| p.file.clone()).collect();
+        loops.sort();
+        assert_eq!(
+            loops,
+            vec![root.join("self"), root.join("sub/up")],
+            "{:?}",
+            problem_reasons(&r)
+        );
+        let (snap, dups) = md.snapshot();
+        let names: Vec<_> = snap.services.keys().map(|k| k.name.clone()).collect();
+        assert_eq!(names, ["a", "b", "c", "d"]);
+        assert!(dups.is_empty(), "{dups:?}");
+        // Reported once while it lasts, still listed among the problems.
+        let r = md.rescan().unwrap();
+        assert!(r.new_problems.is_empty() && !r.changed);
+        assert_eq!(md.problems().count(), 2);
+    }
+
+    #[test]
+    fn directory_depth_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut deep = dir.path().to_owned();
+        for i in 0..=MAX_DIR_DEPTH {
+            deep.push(format!("d{i}"));
+        }
+        std::fs::create_dir_all(&deep).unwrap();
+        std::fs::write(deep.join("a.yaml"), SVC).unwrap();
+        let mut md = ManifestDir::new(dir.path());
+        let r = md.rescan().unwrap();
+        assert_eq!(r.new_problems.len(), 1, "{:?}", problem_reasons(&r));
+        assert!(md.snapshot().0.services.is_empty());
+    }
+
+    #[test]
+    fn a_renamed_file_is_read_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.yaml"), SVC).unwrap();
+        let mut md = ManifestDir::new(dir.path());
+        md.rescan().unwrap();
+        std::fs::rename(dir.path().join("a.yaml"), dir.path().join("b.yaml")).unwrap();
+        let r = md.rescan().unwrap();
+        assert!(r.changed && !r.settling);
+        assert_eq!(md.snapshot().0.services.len(), 1);
+    }
+
+    #[test]
+    fn a_changed_file_is_read_once_it_settles() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a.yaml");
+        let two = format!("{SVC}---\n{}", SVC.replace("name: a", "name: b"));
+        std::fs::write(&file, &two).unwrap();
+        let mut md = ManifestDir::new(dir.path());
+        assert!(md.rescan().unwrap().changed, "the first scan reads at once");
+        assert_eq!(md.snapshot().0.services.len(), 2);
+
+        // Truncated at a document boundary, as a writer in the middle of an in-place rewrite
+        // leaves it: not read while it keeps changing or until it has settled.
+        std::fs::write(&file, SVC).unwrap();
+        let r = md.rescan().unwrap();
+        assert!(r.settling && !r.changed);
+        std::thread::sleep(SETTLE / 2);
+        std::fs::write(&file, &two).unwrap(); // the writer finishes
+        let r = md.rescan().unwrap();
+        assert!(r.settling && !r.changed);
+        assert_eq!(md.snapshot().0.services.len(), 2);
+        std::thread::sleep(SETTLE + SETTLE / 2);
+        let r = md.rescan().unwrap();
+        assert!(r.changed && !r.settling);
+        assert_eq!(md.snapshot().0.services.len(), 2);
+
+        // A file left empty keeps its objects for EMPTY_SETTLE, then is honoured.
+        std::fs::write(&file, "").unwrap();
+        assert!(md.rescan().unwrap().settling);
+        std::thread::sleep(SETTLE + SETTLE / 2);
+        assert!(md.rescan().unwrap().settling);
+        assert_eq!(md.snapshot().0.services.len(), 2);
+        std::thread::sleep(EMPTY_SETTLE);
+        assert!(md.rescan().unwrap().changed);
+        assert!(md.snapshot().0.services.is_empty());
     }
 }

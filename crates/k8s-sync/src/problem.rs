@@ -25,6 +25,9 @@ pub enum ProblemReason {
     ClassControllerMismatch,
     UnsupportedAppProtocol,
     InvalidAnnotation,
+    /// A manifest file (kind `ManifestFile`, name = its path) or a directory entry that could
+    /// not be read; the file's last good objects stay in force.
+    ManifestRejected,
 }
 
 impl ProblemReason {
@@ -50,6 +53,7 @@ impl ProblemReason {
             Self::ClassControllerMismatch => "class_controller_mismatch",
             Self::UnsupportedAppProtocol => "unsupported_app_protocol",
             Self::InvalidAnnotation => "invalid_annotation",
+            Self::ManifestRejected => "manifest_rejected",
         }
     }
 }

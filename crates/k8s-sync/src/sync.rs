@@ -9,9 +9,9 @@ use notify::Watcher;
 use tokio::sync::mpsc;
 
 use crate::api::SyncObserver;
-use crate::manifest::ManifestDir;
+use crate::manifest::{FileProblem, ManifestDir};
 use crate::object::Snapshot;
-use crate::problem::Problem;
+use crate::problem::{Problem, ProblemReason};
 use crate::translate::{TierSettings, Translation, translate};
 
 /// Where a tier publishes each new translation (one atomic swap, off the hot path).
@@ -60,8 +60,19 @@ impl Rebuilder {
     }
 
     pub(crate) fn rebuild(&mut self, snapshot: &Snapshot) {
+        self.rebuild_with(snapshot, &[]);
+    }
+
+    /// Rebuilds with problems the source found itself (files it could not read), so they are
+    /// counted with the rest.
+    pub(crate) fn rebuild_with(&mut self, snapshot: &Snapshot, source_problems: &[Problem]) {
         let started = Instant::now();
         let mut translation = translate(snapshot, &self.settings);
+        if !source_problems.is_empty() {
+            translation.problems.extend_from_slice(source_problems);
+            translation.problems.sort();
+            translation.problems.dedup();
+        }
         self.sink.prepare(&mut translation);
         report_problems(&mut self.reported, &translation.problems);
         for o in self.observers.iter_mut() {
@@ -83,6 +94,8 @@ impl Rebuilder {
 const DEBOUNCE: Duration = Duration::from_millis(50);
 /// Rescan even without a file event: catches what inotify misses (e.g. some volume mounts).
 const POLL: Duration = Duration::from_millis(1000);
+/// While a changed file is settling (see [`crate::manifest::SETTLE`]), rescan this often.
+const SETTLE_TICK: Duration = Duration::from_millis(25);
 
 /// Watches a manifest directory until the task is dropped. Fails only if the directory cannot be
 /// read at start; later read errors are logged and the last good config keeps serving.
@@ -110,9 +123,12 @@ pub async fn run_manifest_sync(
     let mut source = ManifestDir::new(dir.clone());
     let mut rebuilder = Rebuilder::new(settings, sink, Vec::new());
     let mut first = true;
+    let mut file_problems = Vec::new();
     loop {
+        let mut settling = false;
         match source.rescan() {
             Ok(rescan) => {
+                settling = rescan.settling;
                 for p in &rescan.new_problems {
                     tracing::warn!(
                         file = %p.file.display(),
@@ -121,12 +137,15 @@ pub async fn run_manifest_sync(
                         "manifest file rejected; its last good objects stay in force"
                     );
                 }
-                if rescan.changed || first {
+                // Rejected files count among the config problems (metric, "problem resolved").
+                let now_problems: Vec<Problem> = source.problems().map(file_problem).collect();
+                if rescan.changed || first || now_problems != file_problems {
+                    file_problems = now_problems;
                     let (snapshot, duplicates) = source.snapshot();
                     for d in &duplicates {
                         tracing::warn!(file = %d.file.display(), reason = %d.reason, "duplicate object");
                     }
-                    rebuilder.rebuild(&snapshot);
+                    rebuilder.rebuild_with(&snapshot, &file_problems);
                     first = false;
                 }
             }
@@ -140,17 +159,36 @@ pub async fn run_manifest_sync(
                 tracing::error!(dir = %dir.display(), error = %e, "manifest directory unreadable; keeping last good config");
             }
         }
-        // Wait for an event or the poll tick, then let a burst settle.
-        let _ = tokio::time::timeout(POLL, rx.recv()).await;
+        // Wait for an event or the poll tick (a short tick while a file settles), then let a
+        // burst settle.
+        let _ = tokio::time::timeout(if settling { SETTLE_TICK } else { POLL }, rx.recv()).await;
         tokio::time::sleep(DEBOUNCE).await;
         while rx.try_recv().is_ok() {}
+    }
+}
+
+/// A manifest file that could not be read, as a config problem.
+fn file_problem(p: &FileProblem) -> Problem {
+    Problem {
+        kind: "ManifestFile",
+        namespace: String::new(),
+        name: p.file.display().to_string(),
+        reason: ProblemReason::ManifestRejected,
+        detail: match p.document {
+            Some(d) => format!("document {d}: {}", p.reason),
+            None => p.reason.clone(),
+        },
     }
 }
 
 /// Logs problems that are new since the last translation, and those that went away.
 fn report_problems(reported: &mut BTreeSet<Problem>, current: &[Problem]) {
     let now: BTreeSet<Problem> = current.iter().cloned().collect();
-    for p in now.difference(reported) {
+    // A rejected manifest file is logged by the source with its file and document fields.
+    for p in now
+        .difference(reported)
+        .filter(|p| p.kind != "ManifestFile")
+    {
         tracing::warn!(
             kind = p.kind,
             namespace = %p.namespace,
