@@ -6,6 +6,7 @@
 //! it to the data path with one atomic swap.
 #![forbid(unsafe_code)]
 
+pub mod annotations;
 pub mod api;
 pub mod config;
 pub mod events;
@@ -18,6 +19,7 @@ pub mod sync;
 pub mod tier;
 pub mod translate;
 
+pub use annotations::RoutePolicy;
 pub use api::{ApiOptions, SyncObserver, run_api_sync};
 pub use config::{
     BackendKey, BackendProtocol, DefaultBackend, EndpointSet, IngressRef, PathMatch,

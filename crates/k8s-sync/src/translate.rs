@@ -132,6 +132,8 @@ pub fn translate(snapshot: &Snapshot, settings: &TierSettings) -> Translation {
     let mut tls_secrets = BTreeMap::new();
     // Hosts with TLS, and whether every Ingress naming them keeps the redirect on.
     let mut redirect: BTreeMap<String, bool> = BTreeMap::new();
+    // Hosts an Ingress redirects with `force-ssl-redirect`, TLS or not.
+    let mut forced: BTreeSet<String> = BTreeSet::new();
     // (host or "" for host-less, path match) → the Ingress that owns it.
     let mut owners: HashMap<(String, PathMatch), IngressRef> = HashMap::new();
 
@@ -150,6 +152,10 @@ pub fn translate(snapshot: &Snapshot, settings: &TierSettings) -> Translation {
         let Some(spec) = ing.spec.as_ref() else {
             continue;
         };
+        let ann = crate::annotations::parse(ing.metadata.annotations.as_ref());
+        for detail in &ann.problems {
+            problems.insert(problem(ProblemReason::InvalidAnnotation, detail.clone()));
+        }
         let forward_raw_path = match annotation(ing, NORMALIZE_PATH_ANNOTATION) {
             None | Some("true") => false,
             Some("false") => true,
@@ -164,7 +170,15 @@ pub fn translate(snapshot: &Snapshot, settings: &TierSettings) -> Translation {
             }
         };
         if settings.tier.reads_secrets() {
-            let redirect_on = annotation(ing, SSL_REDIRECT_ANNOTATION) != Some("false");
+            let redirect_on = ann.ssl_redirect;
+            if ann.force_ssl_redirect {
+                let rule_hosts = spec
+                    .rules
+                    .iter()
+                    .flatten()
+                    .filter_map(|r| r.host.as_deref());
+                forced.extend(rule_hosts.filter_map(|h| normalize_host(h.trim()).ok()));
+            }
             for tls in spec.tls.iter().flatten() {
                 let mut hosts = Vec::new();
                 for h in tls.hosts.iter().flatten() {
@@ -249,15 +263,17 @@ pub fn translate(snapshot: &Snapshot, settings: &TierSettings) -> Translation {
             let Some(http) = &rule.http else { continue };
             for p in &http.paths {
                 let shown_host = host.as_deref().unwrap_or("*");
-                let (path, implementation_specific) =
-                    match path_match(p.path.as_deref(), &p.path_type) {
-                        Ok(m) => m,
-                        Err((reason, detail)) => {
-                            problems
-                                .insert(problem(reason, format!("host {shown_host}: {detail}")));
-                            continue;
-                        }
-                    };
+                let routed = ann.regex_route(p.path.as_deref()).unwrap_or_else(|| {
+                    let m = path_match(p.path.as_deref(), &p.path_type)?;
+                    Ok((m.0, m.1, ann.policy.clone()))
+                });
+                let (path, implementation_specific, policy) = match routed {
+                    Ok(m) => m,
+                    Err((reason, detail)) => {
+                        problems.insert(problem(reason, format!("host {shown_host}: {detail}")));
+                        continue;
+                    }
+                };
                 let backend = match backend_key(&key.namespace, &p.backend) {
                     Ok(b) => b,
                     Err((reason, detail)) => {
@@ -298,6 +314,7 @@ pub fn translate(snapshot: &Snapshot, settings: &TierSettings) -> Translation {
                     forward_raw_path,
                     backend,
                     ingress: source.clone(),
+                    policy,
                 };
                 match &host {
                     None => routes.hostless.push(route),
@@ -337,6 +354,7 @@ pub fn translate(snapshot: &Snapshot, settings: &TierSettings) -> Translation {
     routes.https_redirect_hosts = redirect
         .into_iter()
         .filter_map(|(h, on)| on.then_some(h))
+        .chain(forced)
         .collect();
     routes.known_hosts = known_hosts(snapshot);
     let endpoints = resolve_endpoints(snapshot, &routes, &mut problems);

@@ -8,7 +8,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use k8s_sync::{BackendKey, IngressRef, PathMatch, Problem, ProblemReason, Route, RoutingConfig};
+use k8s_sync::{
+    BackendKey, IngressRef, PathMatch, Problem, ProblemReason, Route, RoutePolicy, RoutingConfig,
+};
 
 use prometheus::IntCounter;
 
@@ -28,6 +30,8 @@ pub struct RouteTarget {
     pub fallback: bool,
     /// Forward the path as the client wrote it instead of the normalised one.
     pub forward_raw_path: bool,
+    /// The Ingress's annotation policy (`None`: none, the common case).
+    pub policy: Option<Arc<RoutePolicy>>,
     pub metrics: Arc<RouteMetrics>,
 }
 
@@ -101,7 +105,11 @@ impl RouteTable {
     ) -> (Self, Vec<Problem>) {
         let mut problems = Vec::new();
         let mut table = RouteTable::empty(metrics);
-        let target = |ingress: &IngressRef, key: &BackendKey, fallback: bool, raw: bool| {
+        let target = |ingress: &IngressRef,
+                      key: &BackendKey,
+                      fallback: bool,
+                      raw: bool,
+                      policy: Option<&Arc<RoutePolicy>>| {
             Some(Arc::new(RouteTarget {
                 backend: backends.get(key)?.clone(),
                 ingress: ingress.to_string().into(),
@@ -109,6 +117,7 @@ impl RouteTable {
                 ingress_name: ingress.name.as_str().into(),
                 fallback,
                 forward_raw_path: raw,
+                policy: policy.cloned(),
                 metrics: metrics.route_handles(
                     &ingress.namespace,
                     &ingress.name,
@@ -124,6 +133,7 @@ impl RouteTable {
                     &route.backend,
                     fallback,
                     route.forward_raw_path,
+                    route.policy.as_ref(),
                 ) else {
                     return;
                 };
@@ -157,7 +167,7 @@ impl RouteTable {
             add(&mut table.hostless, r, r.path.is_catch_all(), &mut problems);
         }
         if let Some(db) = &config.default_backend {
-            table.default_backend = target(&db.ingress, &db.backend, true, false);
+            table.default_backend = target(&db.ingress, &db.backend, true, false, None);
         }
         for h in &config.known_hosts {
             let counter = metrics.fallback_requests.with_label_values(&[h.as_str()]);
