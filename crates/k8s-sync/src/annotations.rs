@@ -183,7 +183,8 @@ impl Cors {
 
 /// `rewrite-target` with the route's path as a regex (ingress-nginx's `use-regex` semantics:
 /// case-insensitive, anchored at the start; the whole path is replaced by the target with
-/// `$1`… expanded, and the query string is kept).
+/// `$1`… expanded — a group the regex lacks or that did not take part is empty, as in nginx —
+/// and the query string is kept).
 #[derive(Clone, Debug)]
 pub struct Rewrite {
     pub regex: regex::Regex,
@@ -356,9 +357,11 @@ pub fn parse(annotations: Option<&BTreeMap<String, String>>) -> IngressAnnotatio
     out.ssl_redirect = a.get("ssl-redirect", parse_bool).unwrap_or(true);
     out.force_ssl_redirect = a.get("force-ssl-redirect", parse_bool).unwrap_or(false);
     let use_regex = a.get("use-regex", parse_bool).unwrap_or(false);
+    let has_rewrite = a.has("rewrite-target");
     out.rewrite_target = a.get("rewrite-target", parse_rewrite_target);
-    // ingress-nginx: rewrite-target makes the paths regexes too.
-    out.use_regex = use_regex || out.rewrite_target.is_some();
+    // ingress-nginx: rewrite-target makes the paths regexes too (even when its value is refused,
+    // the paths were written as regexes).
+    out.use_regex = use_regex || has_rewrite;
 
     out.problems = a.problems.take();
     out.policy = (!p.is_empty()).then(|| Arc::new(p));
@@ -406,15 +409,6 @@ impl IngressAnnotations {
             .map_err(|e| format!("regex path {path:?}: {e}"))?;
         let policy = match &self.rewrite_target {
             Some(target) => {
-                if let Some(max) = target.iter().find_map(|t| match t {
-                    TargetPart::Group(i) if *i >= regex.captures_len() => Some(*i),
-                    _ => None,
-                }) {
-                    return Err(format!(
-                        "rewrite-target uses ${max} but path {path:?} has only {} capture group(s)",
-                        regex.captures_len() - 1
-                    ));
-                }
                 let mut p = self.policy.as_deref().cloned().unwrap_or_default();
                 p.rewrite = Some(Rewrite {
                     regex,
@@ -466,6 +460,12 @@ impl Reader<'_> {
     /// invalid value is reported and yields `None`.
     fn get<T>(&self, name: &str, parse: impl Fn(&str) -> Result<T, String>) -> Option<T> {
         self.get_any(&[name], parse).and_then(Result::ok)
+    }
+
+    fn has(&self, name: &str) -> bool {
+        [TANDEM_PREFIX, NGINX_PREFIX]
+            .iter()
+            .any(|p| self.map.contains_key(&format!("{p}{name}")))
     }
 
     /// Like `get`, for annotations only tandem spells.

@@ -456,9 +456,24 @@ fn rewrite_invalid_values() {
         invalid("rewrite-target", v);
     }
     invalid("use-regex", "yes");
-    // A group the path does not have, a path that is no regex, a regex too big.
+    // A refused target still makes the paths regexes (they were written as such), unrewritten.
+    let a = parsed(&[(&nginx("rewrite-target"), "/$host")]);
+    let (m, _, p) = a.regex_route(Some("/ok/(.*)")).unwrap().unwrap();
+    assert_eq!(m, PathMatch::Prefix("/ok".into()));
+    assert!(p.is_none());
+    // A group the path does not have is empty, as in nginx.
     let a = parsed(&[(&nginx("rewrite-target"), "/$3")]);
-    assert!(a.regex_route(Some("/x/(.*)")).unwrap().is_err());
+    let (_, _, p) = a.regex_route(Some("/x/(.*)")).unwrap().unwrap();
+    assert_eq!(
+        p.unwrap()
+            .rewrite
+            .as_ref()
+            .unwrap()
+            .apply("/x/y", None)
+            .unwrap(),
+        "/"
+    );
+    // A path that is no regex, a regex too big.
     assert!(a.regex_route(Some("/x/(")).unwrap().is_err());
     assert!(a.regex_route(Some("x/(.*)")).unwrap().is_err());
     let big = format!("/{}", "(a|b){1000}".repeat(20));
