@@ -339,7 +339,8 @@ def test_h2_abuse(abuse_edge, attack):
     after_probe.run()
     rss.stop()
     before, peak, after = rss.first_kib / 1024, rss.peak_kib / 1024, rss.last_kib / 1024
-    print(f"\n[{attack}] {sent} {units} on {conns} connections in {attack_s:.1f} s; server SETTINGS {settings}")
+    print(f"\n[{attack}] {sent} {units} written on {conns} connections in {attack_s:.1f} s (counting what was "
+          f"written before the edge's close was noticed); server SETTINGS {settings}")
     print(f"  the edge's answers: {summarize(outcomes)}")
     print(f"  frames from the edge: {dict(frames)}")
     print(f"  edge RSS before {before:.1f} MiB, peak {peak:.1f} MiB, after {after:.1f} MiB; "

@@ -10,8 +10,8 @@ use kube::Client;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use tokio::sync::mpsc;
 
-use crate::api::SyncObserver;
 use crate::object::Snapshot;
+use crate::pipeline::SyncObserver;
 use crate::problem::Problem;
 use crate::translate::Translation;
 

@@ -16,8 +16,8 @@ use kube::{Api, Client};
 use serde_json::json;
 use tokio::sync::watch;
 
-use crate::api::SyncObserver;
 use crate::object::{ObjectKey, Snapshot};
+use crate::pipeline::SyncObserver;
 use crate::translate::Translation;
 
 /// Where the addresses written into Ingress status come from.

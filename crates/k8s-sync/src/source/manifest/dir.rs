@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
-use crate::flow_depth::{Exceeded, prescan};
+use super::flow_depth::{Exceeded, prescan};
 use crate::object::{Object, Snapshot};
 
 /// Largest manifest file read, in bytes (16 MiB). The API server refuses requests over 3 MiB and

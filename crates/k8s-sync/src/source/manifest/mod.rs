@@ -1,29 +1,21 @@
-//! Drives a source: on every change, translate and hand the result to the tier's sink.
+//! The manifest-directory source: watches a directory (notify + a 1 s poll), keeps each file's
+//! last good objects ([`ManifestDir`]) and feeds every change to the pipeline.
 
-use std::collections::BTreeSet;
+mod dir;
+mod flow_depth;
+
+pub use dir::{FileProblem, ManifestDir, Rescan};
+
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use notify::Watcher;
 use tokio::sync::mpsc;
 
-use crate::api::SyncObserver;
-use crate::manifest::{FileProblem, ManifestDir};
-use crate::object::Snapshot;
+use crate::pipeline::{ConfigSink, Rebuilder};
 use crate::problem::{Problem, ProblemReason};
-use crate::translate::{TierSettings, Translation, translate};
-
-/// Where a tier publishes each new translation (one atomic swap, off the hot path).
-pub trait ConfigSink: Send + Sync + 'static {
-    /// Called before observers see a translation: a tier may add problems it finds itself
-    /// (the edge: certificates that do not parse), so they are logged, counted and reported.
-    fn prepare(&self, _translation: &mut Translation) {}
-
-    /// Called with every translation; the first call means the first full load of the source
-    /// is published.
-    fn apply(&self, translation: Translation);
-}
+use crate::translate::TierSettings;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -36,65 +28,11 @@ pub enum SyncError {
     Watch { dir: PathBuf, source: notify::Error },
 }
 
-/// Translates a snapshot, reports what changed among the problems, lets observers see it and
-/// hands it to the sink. Shared by every source.
-pub(crate) struct Rebuilder {
-    settings: TierSettings,
-    sink: Arc<dyn ConfigSink>,
-    observers: Vec<Box<dyn SyncObserver>>,
-    reported: BTreeSet<Problem>,
-}
-
-impl Rebuilder {
-    pub(crate) fn new(
-        settings: TierSettings,
-        sink: Arc<dyn ConfigSink>,
-        observers: Vec<Box<dyn SyncObserver>>,
-    ) -> Self {
-        Self {
-            settings,
-            sink,
-            observers,
-            reported: BTreeSet::new(),
-        }
-    }
-
-    pub(crate) fn rebuild(&mut self, snapshot: &Snapshot) {
-        self.rebuild_with(snapshot, &[]);
-    }
-
-    /// Rebuilds with problems the source found itself (files it could not read), so they are
-    /// counted with the rest.
-    pub(crate) fn rebuild_with(&mut self, snapshot: &Snapshot, source_problems: &[Problem]) {
-        let started = Instant::now();
-        let mut translation = translate(snapshot, &self.settings);
-        if !source_problems.is_empty() {
-            translation.problems.extend_from_slice(source_problems);
-            translation.problems.sort();
-            translation.problems.dedup();
-        }
-        self.sink.prepare(&mut translation);
-        report_problems(&mut self.reported, &translation.problems);
-        for o in self.observers.iter_mut() {
-            o.observe(snapshot, &translation);
-        }
-        tracing::info!(
-            routes = translation.routes.route_count(),
-            backends = translation.endpoints.0.len(),
-            problems = translation.problems.len(),
-            ingresses = snapshot.ingresses.len(),
-            took_us = started.elapsed().as_micros() as u64,
-            "config rebuilt"
-        );
-        self.sink.apply(translation);
-    }
-}
-
 /// Events are coalesced for this long, so an editor's write-rename-chmod is one rebuild.
 const DEBOUNCE: Duration = Duration::from_millis(50);
 /// Rescan even without a file event: catches what inotify misses (e.g. some volume mounts).
 const POLL: Duration = Duration::from_millis(1000);
-/// While a changed file is settling (see [`crate::manifest::SETTLE`]), rescan this often.
+/// While a changed file is settling (see [`dir::SETTLE`]), rescan this often.
 const SETTLE_TICK: Duration = Duration::from_millis(25);
 
 /// Watches a manifest directory until the task is dropped. Fails only if the directory cannot be
@@ -179,27 +117,4 @@ fn file_problem(p: &FileProblem) -> Problem {
             None => p.reason.clone(),
         },
     }
-}
-
-/// Logs problems that are new since the last translation, and those that went away.
-fn report_problems(reported: &mut BTreeSet<Problem>, current: &[Problem]) {
-    let now: BTreeSet<Problem> = current.iter().cloned().collect();
-    // A rejected manifest file is logged by the source with its file and document fields.
-    for p in now
-        .difference(reported)
-        .filter(|p| p.kind != "ManifestFile")
-    {
-        tracing::warn!(
-            kind = p.kind,
-            namespace = %p.namespace,
-            name = %p.name,
-            reason = p.reason.as_str(),
-            detail = %p.detail,
-            "object rejected"
-        );
-    }
-    for p in reported.difference(&now) {
-        tracing::info!(kind = p.kind, namespace = %p.namespace, name = %p.name, reason = p.reason.as_str(), "problem resolved");
-    }
-    *reported = now;
 }

@@ -20,8 +20,8 @@ use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 
 use crate::object::{Kind, Object, ObjectKey, Snapshot};
-use crate::sync::{ConfigSink, Rebuilder};
-use crate::translate::{TierSettings, Translation};
+use crate::pipeline::{ConfigSink, Rebuilder, SyncObserver};
+use crate::translate::TierSettings;
 
 /// What to watch.
 #[derive(Clone, Debug, Default)]
@@ -30,11 +30,6 @@ pub struct ApiOptions {
     pub namespace: Option<String>,
     /// Watch `kubernetes.io/tls` Secrets (the edge tier only; the router needs no Secrets).
     pub watch_secrets: bool,
-}
-
-/// Sees every published snapshot and its translation: status writing and Events hang off this.
-pub trait SyncObserver: Send + 'static {
-    fn observe(&mut self, snapshot: &Snapshot, translation: &Translation);
 }
 
 enum Change {
