@@ -586,6 +586,7 @@ fn parse_url(v: &str) -> Result<HeaderValue, String> {
         v.starts_with('/') && !v.starts_with("//") && v.parse::<http::Uri>().is_ok()
     };
     if !ok
+        || !v.is_ascii()
         || v.bytes()
             .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
     {
@@ -795,3 +796,6 @@ fn parse_rewrite_target(v: &str) -> Result<Vec<TargetPart>, String> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod translate_tests;

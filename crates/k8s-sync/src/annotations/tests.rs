@@ -115,6 +115,7 @@ fn redirects() {
         "https://exa mple.org",
         "javascript:alert(1)",
         "https://a.example/\r\nSet-Cookie: x=1",
+        "https://a.example/caf\u{e9}",
     ] {
         invalid("permanent-redirect", v);
         invalid("temporal-redirect", v);
