@@ -19,7 +19,7 @@ import pytest
 
 from e2e_lib import (CurlError, LOOPBACK, backend_objects, curl, free_port, http_path, ingress,
                      rule, wait_until)
-from edge_support import Pki, cert_secret, edge_ingress, start_edge
+from edge_support import Pki, cert_secret, curl_https, edge_ingress, start_edge
 from metrics_support import scrape
 
 NGX = "nginx.ingress.kubernetes.io/"
@@ -88,6 +88,55 @@ class SilentBackend:
             self.thread.join(2)
 
 
+class EarlyResponder:
+    """A loopback backend that answers 200 with a chunked body as soon as it has the request
+    head, then reads (and drops) the request body without ever ending its response."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind((LOOPBACK, 0))
+        self.sock.listen(8)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _serve(self, c):
+        c.settimeout(10)
+        buf = b""
+        try:
+            while b"\r\n\r\n" not in buf:
+                d = c.recv(4096)
+                if not d:
+                    return
+                buf += d
+            c.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+            while c.recv(65536):
+                pass
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def _run(self):
+        while not self.stop.is_set():
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                continue
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def endpoint(self):
+        from e2e_lib import Endpoint
+        return Endpoint(LOOPBACK, self.port, True, "early")
+
+    def close(self):
+        self.stop.set()
+        self.sock.close()
+        self.thread.join(2)
+
+
 def h2c_service_docs(name: str, echo) -> list[dict]:
     docs = backend_objects(name, [echo])
     docs[0]["spec"]["ports"][0]["appProtocol"] = "kubernetes.io/h2c"
@@ -99,6 +148,7 @@ CASES = {
     "body": {NGX + "proxy-body-size": "1k"},
     "body-unlimited": {TD + "proxy-body-size": "0"},
     "body-bad": {NGX + "proxy-body-size": "lots"},
+    "body-early": {NGX + "proxy-body-size": "1k"},
     # timeouts
     "read-timeout": {NGX + "proxy-read-timeout": "1"},
     # A send timeout stops the upload; the answer is then awaited up to the read timeout.
@@ -144,7 +194,10 @@ CASES = {
 def backends(module_env):
     silent = SilentBackend(accept=True)
     hanging = SilentBackend(accept=False)
-    yield {"app": module_env.echo("app"), "h2": module_env.echo("h2"), "silent": silent, "hanging": hanging}
+    early = EarlyResponder()
+    yield {"app": module_env.echo("app"), "h2": module_env.echo("h2"), "silent": silent, "hanging": hanging,
+           "early": early}
+    early.close()
     silent.close()
     hanging.close()
 
@@ -155,6 +208,8 @@ def router(module_env, backends):
     for case, ann in CASES.items():
         if case == "send-timeout":
             docs.append(ing(case, ann, http_path("/", "silent")))
+        elif case == "body-early":
+            docs.append(ing(case, ann, http_path("/", "early")))
         elif case == "connect-timeout":
             docs.append(ing(case, ann, http_path("/", "hanging")))
         elif case == "force-http":
@@ -171,7 +226,8 @@ def router(module_env, backends):
     return module_env.router({
         "backends.yaml": backend_objects("app", [backends["app"]]) + h2c_service_docs("h2", backends["h2"])
         + backend_objects("silent", [backends["silent"].endpoint()])
-        + backend_objects("hanging", [backends["hanging"].endpoint()]),
+        + backend_objects("hanging", [backends["hanging"].endpoint()])
+        + backend_objects("early", [backends["early"].endpoint()]),
         "ingresses.yaml": docs,
     }, ["--trusted-proxies", "127.0.0.1/32"])
 
@@ -214,6 +270,38 @@ def test_body_size_counted_while_streaming(router):
     assert ok.status == 200 and ok.json()["body"] == "y" * 1000, ok
     big = get(router, "body", "/up", method="POST", data=b"y" * 5000, headers=chunked)
     assert big.status == 413, big
+
+
+def test_body_size_passed_after_the_response_started_aborts(router):
+    """The backend has answered (head and a first chunk reached the client) when the chunked
+    body passes the limit: no 413 can be sent any more, so the response is cut off."""
+    c = socket.create_connection((LOOPBACK, router.http_port), timeout=10)
+    try:
+        c.sendall(f"POST /up HTTP/1.1\r\nHost: {host('body-early')}\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  .encode() + b"10\r\n" + b"a" * 16 + b"\r\n")
+        got = b""
+        while b"hello" not in got:
+            d = c.recv(4096)
+            assert d, got
+            got += d
+        assert got.startswith(b"HTTP/1.1 200"), got
+        c.sendall(b"800\r\n" + b"b" * 2048 + b"\r\n")
+        t = time.monotonic()
+        while True:
+            try:
+                d = c.recv(4096)
+            except ConnectionResetError:
+                break
+            if not d:
+                break
+            got += d
+        took = time.monotonic() - t
+    finally:
+        c.close()
+    assert took < 5 and not got.endswith(b"0\r\n\r\n") and b" 413 " not in got, (got, took)
+    entry = wait_until(lambda: [e for e in router.access_logs() if e.get("host") == host("body-early")], 5,
+                       desc="access log line of the aborted request")
+    assert entry[-1]["local"] == "body_too_large" and "larger than proxy-body-size" in (entry[-1].get("error") or ""), entry
 
 
 def test_body_size_zero_is_unlimited_and_invalid_is_reported(router):
@@ -434,7 +522,7 @@ def test_problems_are_counted(router):
 @pytest.fixture(scope="module")
 def edge(module_env, backends):
     pki = Pki(module_env.work_dir / "pki")
-    tls = pki.leaf("tls", ["tls.ann.test", "optout.ann.test"])
+    tls = pki.leaf("tls", ["tls.ann.test", "optout.ann.test", "policy.ann.test"])
     docs = [
         edge_ingress("tls", [(["tls.ann.test"], "tls-cert")], "app"),
         edge_ingress("optout", [(["optout.ann.test"], "tls-cert")], "app",
@@ -444,11 +532,18 @@ def edge(module_env, backends):
         edge_ingress("notls", [], "app", rule_hosts=["notls.ann.test"]),
         edge_ingress("edge-bad", [], "app", rule_hosts=["edgebad.ann.test"],
                      annotations={NGX + "force-ssl-redirect": "always"}),
+        # The data-path annotations work on the edge tier too.
+        edge_ingress("policy", [(["policy.ann.test"], "tls-cert")], "app",
+                     annotations={TD + "response-headers": "X-Edge: yes",
+                                  NGX + "denylist-source-range": "192.0.2.0/24",
+                                  NGX + "upstream-vhost": "inner.example"}),
     ]
-    return start_edge(module_env, {"backend.yaml": backend_objects("app", [backends["app"]]),
+    edge = start_edge(module_env, {"backend.yaml": backend_objects("app", [backends["app"]]),
                                    "secret.yaml": [cert_secret("tls-cert", tls)],
                                    "ingress.yaml": docs},
                       ["--redirect-https-port", "{https_port}"])
+    edge.ca = pki.ca_path
+    return edge
 
 
 def edge_get(edge, h, path="/x?y=1"):
@@ -464,3 +559,9 @@ def test_edge_ssl_redirect_and_force(edge):
     assert edge_get(edge, "notls.ann.test").status == 200
     assert "force-ssl-redirect" in problem_of(edge, "edge-bad")
     assert edge_get(edge, "edgebad.ann.test").status == 200
+
+
+def test_route_policy_on_the_edge(edge):
+    r = curl_https(edge, "policy.ann.test", "/p", cacert=edge.ca, http2=True)
+    assert r.status == 200 and r.header("x-edge") == "yes", r
+    assert r.json()["host"] == "inner.example", r.json()
