@@ -565,3 +565,22 @@ def test_route_policy_on_the_edge(edge):
     r = curl_https(edge, "policy.ann.test", "/p", cacert=edge.ca, http2=True)
     assert r.status == 200 and r.header("x-edge") == "yes", r
     assert r.json()["host"] == "inner.example", r.json()
+
+
+# --------------------------------------------------------------------------- over h2c
+
+
+def test_local_answers_and_headers_over_h2c(router):
+    """The same policy answers for an HTTP/2 client (h2c, prior knowledge)."""
+    r = get(router, "perm", "/x", http2=True)
+    assert (r.http_version, r.status, r.header("location")) == ("2", 301, "https://new.example/landing"), r
+    r = get(router, "body", "/up", method="POST", data=b"x" * 2048, http2=True)
+    assert (r.http_version, r.status) == ("2", 413), r
+    r = get(router, "cors", "/api", method="OPTIONS", http2=True,
+            headers=[("Origin", "https://app.example"), ("Access-Control-Request-Method", "PUT")])
+    assert (r.status, r.header("access-control-allow-origin")) == (204, "https://app.example"), r
+    assert get(router, "deny-local", http2=True).status == 403
+    r = get(router, "headers", "/", http2=True)
+    assert (r.status, r.header("x-team")) == (200, "payments"), r
+    r = get(router, "rewrite", "/something/h2?z=1", http2=True)
+    assert r.json()["path"] == "/h2?z=1", r

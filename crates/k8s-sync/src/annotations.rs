@@ -133,6 +133,9 @@ pub struct CorsOrigin {
 
 impl CorsOrigin {
     fn matches(&self, origin: &str) -> bool {
+        if self.scheme.is_empty() {
+            return origin == self.host;
+        }
         let origin = origin.to_ascii_lowercase();
         let Some(rest) = origin.strip_prefix(self.scheme.as_str()) else {
             return false;
@@ -625,6 +628,15 @@ fn parse_origins(v: &str) -> Result<CorsOrigins, String> {
     for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         if item == "*" {
             return Ok(CorsOrigins::Any);
+        }
+        if item == "null" {
+            // The opaque origin browsers send from sandboxed frames and file: pages.
+            list.push(CorsOrigin {
+                scheme: String::new(),
+                host: "null".to_owned(),
+                port: String::new(),
+            });
+            continue;
         }
         let bad = || format!("origin {item:?} is not of the form scheme://host[:port]");
         let lower = item.to_ascii_lowercase();

@@ -239,6 +239,15 @@ fn cors_defaults_and_settings() {
     assert!(!allowed("http://evilexample.org"));
     assert!(c.allow_origin(None).is_none());
 
+    let p = policy(&[
+        (&nginx("enable-cors"), "true"),
+        (&nginx("cors-allow-origin"), "null, https://a.example"),
+    ]);
+    let c = p.cors.unwrap();
+    let allowed = |o: &'static str| c.allow_origin(Some(&HeaderValue::from_static(o))).is_some();
+    assert!(allowed("null") && allowed("https://a.example"));
+    assert!(!allowed("NULL") && !allowed("https://null"));
+
     // Without enable-cors the settings do nothing.
     let a = parsed(&[(&nginx("cors-allow-origin"), "https://a.example")]);
     assert!(a.policy.is_none());
