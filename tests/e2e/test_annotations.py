@@ -398,7 +398,8 @@ def test_source_allowlist_and_denylist(router):
 
 
 def test_invalid_allowlist_fails_closed(router):
-    assert "whitelist-source-range" in problem_of(router, "allow-bad")
+    detail = problem_of(router, "allow-bad")
+    assert "whitelist-source-range" in detail and "fail closed" in detail, detail
     assert get(router, "allow-bad").status == 403
     assert get(router, "allow-bad", headers=[("X-Forwarded-For", "10.0.0.1")]).status == 403
 

@@ -313,6 +313,16 @@ pub fn parse(annotations: Option<&BTreeMap<String, String>>) -> IngressAnnotatio
             Some(Err(())) => s.deny_all = true,
             None => {}
         }
+        if s.deny_all {
+            for line in a.problems.borrow_mut().iter_mut() {
+                if line.contains("-source-range:") {
+                    *line = line.replace(
+                        "annotation ignored",
+                        "the Ingress's routes answer 403 to every client (fail closed)",
+                    );
+                }
+            }
+        }
         p.source = Some(s);
     }
 

@@ -190,6 +190,7 @@ fn source_ranges() {
             let a = parsed(&[(nginx(name).as_str(), v)]);
             let s = a.policy.unwrap().source.clone().unwrap();
             assert!(s.deny_all && !s.permits("10.0.0.1".parse().unwrap()));
+            assert!(a.problems[0].contains("fail closed"), "{:?}", a.problems);
         }
     }
 }
