@@ -585,3 +585,25 @@ def test_local_answers_and_headers_over_h2c(router):
     assert (r.status, r.header("x-team")) == (200, "payments"), r
     r = get(router, "rewrite", "/something/h2?z=1", http2=True)
     assert r.json()["path"] == "/h2?z=1", r
+
+
+# --------------------------------------------------------------------------- changes at runtime
+
+
+def test_annotation_changes_are_served(router):
+    """Changing or removing an annotation on a served Ingress takes effect within the reload SLA."""
+    from e2e_lib import RELOAD_SLA, MEASURE_SLACK
+
+    def header():
+        r = get(router, "live", "/")
+        return r.header("x-version") if r.status == 200 else f"status {r.status}"
+
+    for value in ("1", "2", None):
+        ann = {TD + "response-headers": f"X-Version: {value}"} if value else {}
+        router.write("live.yaml", [ing("live", ann)])
+        wait_until(lambda: header() == value, RELOAD_SLA + MEASURE_SLACK, interval=0.05,
+                   desc=f"X-Version {value} served within the reload SLA")
+    # A new annotation with an invalid value is reported; the Ingress stays served.
+    router.write("live.yaml", [ing("live", {NGX + "proxy-read-timeout": "forever"})])
+    assert "forever" in problem_of(router, "live")
+    assert get(router, "live", "/").status == 200

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 /// The Ingress a route came from, as `namespace/name`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -94,21 +95,24 @@ pub struct DefaultBackend {
 /// Routes by host, in the order a request is matched: exact host, wildcard host, no host,
 /// default backend.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+///
+/// Each host's rules are shared (`Arc`) between successive configs while the host is unchanged,
+/// so a publisher can tell an untouched host by pointer and keep what it built for it.
 pub struct RoutingConfig {
     /// Exact hosts, lowercased.
-    pub exact_hosts: BTreeMap<String, Vec<Route>>,
+    pub exact_hosts: BTreeMap<String, Arc<Vec<Route>>>,
     /// Wildcard hosts by the suffix after `*.`, lowercased (`*.example.com` → `example.com`).
-    pub wildcard_hosts: BTreeMap<String, Vec<Route>>,
+    pub wildcard_hosts: BTreeMap<String, Arc<Vec<Route>>>,
     /// Rules without host.
-    pub hostless: Vec<Route>,
+    pub hostless: Arc<Vec<Route>>,
     pub default_backend: Option<DefaultBackend>,
     /// TLS: which Secret serves which hosts (edge tier only; empty for the router).
-    pub tls: Vec<TlsBinding>,
+    pub tls: Arc<Vec<TlsBinding>>,
     /// Hosts (exact, or `*.suffix`) whose plain-HTTP requests are redirected to HTTPS.
-    pub https_redirect_hosts: BTreeSet<String>,
+    pub https_redirect_hosts: Arc<BTreeSet<String>>,
     /// Every host any Ingress in the source names (rules or TLS, any class), lowercased: the only
     /// values a per-host metric label may take.
-    pub known_hosts: BTreeSet<String>,
+    pub known_hosts: Arc<BTreeSet<String>>,
 }
 
 /// One `spec.tls` entry that resolved to a Secret in the Ingress's namespace.
@@ -144,15 +148,15 @@ impl RoutingConfig {
         self.exact_hosts
             .values()
             .chain(self.wildcard_hosts.values())
-            .flatten()
+            .flat_map(|r| r.iter())
             .chain(self.hostless.iter())
             .map(|r| &r.backend)
             .chain(self.default_backend.iter().map(|d| &d.backend))
     }
 
     pub fn route_count(&self) -> usize {
-        self.exact_hosts.values().map(Vec::len).sum::<usize>()
-            + self.wildcard_hosts.values().map(Vec::len).sum::<usize>()
+        self.exact_hosts.values().map(|r| r.len()).sum::<usize>()
+            + self.wildcard_hosts.values().map(|r| r.len()).sum::<usize>()
             + self.hostless.len()
             + usize::from(self.default_backend.is_some())
     }

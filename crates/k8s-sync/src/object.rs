@@ -1,6 +1,6 @@
 //! The object kinds tandem reads, and the snapshot of them a source keeps.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{Endpoints, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -88,13 +88,17 @@ pub enum ObjectError {
 
 impl Object {
     pub fn kind(&self) -> &'static str {
+        self.kind_enum().as_str()
+    }
+
+    pub fn kind_enum(&self) -> Kind {
         match self {
-            Self::Ingress(_) => "Ingress",
-            Self::IngressClass(_) => "IngressClass",
-            Self::Service(_) => "Service",
-            Self::EndpointSlice(_) => "EndpointSlice",
-            Self::Endpoints(_) => "Endpoints",
-            Self::Secret(_) => "Secret",
+            Self::Ingress(_) => Kind::Ingress,
+            Self::IngressClass(_) => Kind::IngressClass,
+            Self::Service(_) => Kind::Service,
+            Self::EndpointSlice(_) => Kind::EndpointSlice,
+            Self::Endpoints(_) => Kind::Endpoints,
+            Self::Secret(_) => Kind::Secret,
         }
     }
 
@@ -197,9 +201,9 @@ impl Object {
     }
 }
 
-/// Every object a source knows, by kind and key. Cheap to clone per kind only by rebuilding;
-/// sources hand out `Arc<Snapshot>`.
-#[derive(Clone, Debug, Default)]
+/// Every object a source knows, by kind and key, and what changed since the translator last
+/// looked ([`Snapshot::take_changes`]).
+#[derive(Clone, Debug)]
 pub struct Snapshot {
     pub ingresses: BTreeMap<ObjectKey, Ingress>,
     pub ingress_classes: BTreeMap<ObjectKey, IngressClass>,
@@ -207,12 +211,81 @@ pub struct Snapshot {
     pub endpoint_slices: BTreeMap<ObjectKey, EndpointSlice>,
     pub endpoints: BTreeMap<ObjectKey, Endpoints>,
     pub secrets: BTreeMap<ObjectKey, Secret>,
+    /// Which snapshot this is: a translator that last saw another one starts from scratch.
+    id: u64,
+    changes: Changes,
+}
+
+/// What changed in a snapshot: Ingresses by key; the other kinds by kind.
+#[derive(Clone, Debug, Default)]
+pub struct Changes {
+    pub ingresses: BTreeSet<ObjectKey>,
+    /// Every Ingress (a relist of them).
+    pub all_ingresses: bool,
+    pub kinds: BTreeSet<Kind>,
+}
+
+impl Changes {
+    fn record(&mut self, kind: Kind, key: &ObjectKey) {
+        match kind {
+            Kind::Ingress => {
+                if !self.all_ingresses {
+                    self.ingresses.insert(key.clone());
+                }
+            }
+            other => {
+                self.kinds.insert(other);
+            }
+        }
+    }
+
+    fn record_all(&mut self, kind: Kind) {
+        match kind {
+            Kind::Ingress => {
+                self.all_ingresses = true;
+                self.ingresses.clear();
+            }
+            other => {
+                self.kinds.insert(other);
+            }
+        }
+    }
+}
+
+impl Default for Snapshot {
+    fn default() -> Self {
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        Self {
+            ingresses: BTreeMap::new(),
+            ingress_classes: BTreeMap::new(),
+            services: BTreeMap::new(),
+            endpoint_slices: BTreeMap::new(),
+            endpoints: BTreeMap::new(),
+            secrets: BTreeMap::new(),
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            changes: Changes {
+                all_ingresses: true,
+                ..Changes::default()
+            },
+        }
+    }
 }
 
 impl Snapshot {
+    /// This snapshot's identity.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// What changed since the last call (everything, for a new snapshot).
+    pub fn take_changes(&mut self) -> Changes {
+        std::mem::take(&mut self.changes)
+    }
+
     /// Adds an object; returns `false` (and keeps the existing one) when the key is taken.
     pub fn insert(&mut self, obj: Object) -> bool {
         let key = obj.key();
+        self.changes.record(obj.kind_enum(), &key);
         fn put<T>(map: &mut BTreeMap<ObjectKey, T>, key: ObjectKey, v: T) -> bool {
             match map.entry(key) {
                 std::collections::btree_map::Entry::Occupied(_) => false,
@@ -235,6 +308,7 @@ impl Snapshot {
     /// Adds or replaces an object.
     pub fn upsert(&mut self, obj: Object) {
         let key = obj.key();
+        self.changes.record(obj.kind_enum(), &key);
         match obj {
             Object::Ingress(o) => drop(self.ingresses.insert(key, *o)),
             Object::IngressClass(o) => drop(self.ingress_classes.insert(key, *o)),
@@ -247,6 +321,7 @@ impl Snapshot {
 
     /// Removes an object of a kind; returns whether it was there.
     pub fn remove(&mut self, kind: Kind, key: &ObjectKey) -> bool {
+        self.changes.record(kind, key);
         match kind {
             Kind::Ingress => self.ingresses.remove(key).is_some(),
             Kind::IngressClass => self.ingress_classes.remove(key).is_some(),
@@ -259,6 +334,7 @@ impl Snapshot {
 
     /// Replaces every object of a kind at once (a completed relist).
     pub fn replace_kind(&mut self, kind: Kind, objects: Vec<Object>) {
+        self.changes.record_all(kind);
         match kind {
             Kind::Ingress => self.ingresses.clear(),
             Kind::IngressClass => self.ingress_classes.clear(),

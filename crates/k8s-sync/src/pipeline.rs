@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use crate::object::Snapshot;
 use crate::problem::Problem;
-use crate::translate::{TierSettings, Translation, translate};
+use crate::translate::{TierSettings, Translation, Translator};
 
 /// Where a tier publishes each new translation (one atomic swap, off the hot path).
 pub trait ConfigSink: Send + Sync + 'static {
@@ -29,7 +29,7 @@ pub trait SyncObserver: Send + 'static {
 /// Translates a snapshot, reports what changed among the problems, lets observers see it and
 /// hands it to the sink. Shared by every source.
 pub(crate) struct Rebuilder {
-    settings: TierSettings,
+    translator: Translator,
     sink: Arc<dyn ConfigSink>,
     observers: Vec<Box<dyn SyncObserver>>,
     reported: BTreeSet<Problem>,
@@ -42,22 +42,23 @@ impl Rebuilder {
         observers: Vec<Box<dyn SyncObserver>>,
     ) -> Self {
         Self {
-            settings,
+            translator: Translator::new(settings),
             sink,
             observers,
             reported: BTreeSet::new(),
         }
     }
 
-    pub(crate) fn rebuild(&mut self, snapshot: &Snapshot) {
+    pub(crate) fn rebuild(&mut self, snapshot: &mut Snapshot) {
         self.rebuild_with(snapshot, &[]);
     }
 
     /// Rebuilds with problems the source found itself (files it could not read), so they are
     /// counted with the rest.
-    pub(crate) fn rebuild_with(&mut self, snapshot: &Snapshot, source_problems: &[Problem]) {
+    pub(crate) fn rebuild_with(&mut self, snapshot: &mut Snapshot, source_problems: &[Problem]) {
         let started = Instant::now();
-        let mut translation = translate(snapshot, &self.settings);
+        // Re-translates only what changed since the last rebuild of this snapshot.
+        let mut translation = self.translator.update(snapshot);
         if !source_problems.is_empty() {
             translation.problems.extend_from_slice(source_problems);
             translation.problems.sort();

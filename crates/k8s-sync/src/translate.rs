@@ -3,13 +3,14 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 
 use crate::config::{
-    BackendKey, BackendProtocol, DefaultBackend, EndpointSet, IngressRef, PathMatch,
-    ResolvedBackend, Route, RoutingConfig, ServicePortRef, TlsBinding, TlsSecret,
+    BackendKey, BackendProtocol, EndpointSet, IngressRef, PathMatch, ResolvedBackend, Route,
+    RoutingConfig, ServicePortRef, TlsBinding, TlsSecret,
 };
 use crate::object::{ObjectKey, Snapshot};
 use crate::problem::{Problem, ProblemReason};
@@ -56,345 +57,294 @@ fn annotation<'a>(ing: &'a Ingress, name: &str) -> Option<&'a str> {
 pub struct Translation {
     pub routes: RoutingConfig,
     pub endpoints: EndpointSet,
-    /// PEM material of the Secrets named by `routes.tls` that exist and are well-formed.
-    pub tls_secrets: BTreeMap<ObjectKey, TlsSecret>,
+    /// PEM material of the Secrets named by `routes.tls` that exist and are well-formed; shared
+    /// between translations while a Secret is unchanged.
+    pub tls_secrets: BTreeMap<ObjectKey, Arc<TlsSecret>>,
     /// Sorted, deduplicated.
     pub problems: Vec<Problem>,
     /// Objects in the source by kind.
     pub object_counts: Vec<(&'static str, usize)>,
     /// Ingresses of this tier's class: the ones whose status the leader writes.
-    pub served_ingresses: Vec<ObjectKey>,
+    pub served_ingresses: Arc<Vec<ObjectKey>>,
 }
 
-/// Translates a snapshot into the config one tier serves.
+/// Translates a snapshot into the config one tier serves, from scratch. A long-lived
+/// [`Translator`] gives the same result for the same snapshot, re-translating only what changed.
 pub fn translate(snapshot: &Snapshot, settings: &TierSettings) -> Translation {
-    let mut problems = BTreeSet::new();
-    let our_class = snapshot
-        .ingress_classes
-        .get(&ObjectKey::new("", settings.class.as_str()));
-    // An IngressClass of our name that names another controller is someone else's: serve none
-    // of its Ingresses. Without an IngressClass object the name alone decides (manifest
-    // directories and the legacy annotation often come without one).
-    let foreign_controller = our_class
-        .map(|c| {
-            c.spec
-                .as_ref()
-                .and_then(|s| s.controller.as_deref())
-                .unwrap_or("")
-        })
-        .filter(|c| *c != settings.controller);
-    let serve_unclassed = settings.watch_without_class
-        || (foreign_controller.is_none()
-            && our_class
-                .and_then(|c| c.metadata.annotations.as_ref())
-                .and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION))
-                .is_some_and(|v| v == "true"));
+    Translator::new(settings.clone()).translate_all(snapshot)
+}
 
-    let mut ingresses: Vec<(&ObjectKey, &Ingress)> = Vec::new();
-    for (key, ing) in &snapshot.ingresses {
-        match class_of(ing) {
-            None if serve_unclassed => ingresses.push((key, ing)),
-            Some(c) if c == settings.class => match foreign_controller {
-                None => ingresses.push((key, ing)),
-                Some(other) => {
-                    problems.insert(Problem {
-                        kind: "Ingress",
-                        namespace: key.namespace.clone(),
-                        name: key.name.clone(),
-                        reason: ProblemReason::ClassControllerMismatch,
-                        detail: format!(
-                            "IngressClass {} names controller {other:?}, not {:?}: not served",
-                            settings.class, settings.controller
-                        ),
-                    });
-                }
-            },
-            _ => {}
+/// When an Ingress was made, for "oldest wins": creationTimestamp (objects without one — hand-
+/// written manifests — after dated ones), then namespace/name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct Age {
+    undated: bool,
+    created: Option<k8s_openapi::jiff::Timestamp>,
+    key: ObjectKey,
+}
+
+impl Age {
+    fn of(key: &ObjectKey, ing: &Ingress) -> Self {
+        let created = ing.metadata.creation_timestamp.as_ref().map(|t| t.0);
+        Self {
+            undated: created.is_none(),
+            created,
+            key: key.clone(),
         }
     }
-    // Oldest first: on conflict the oldest Ingress keeps the rule (creationTimestamp, then
-    // namespace/name), as other controllers do.
-    ingresses.sort_by(|(ka, a), (kb, b)| {
-        let ta = a.metadata.creation_timestamp.as_ref().map(|t| t.0);
-        let tb = b.metadata.creation_timestamp.as_ref().map(|t| t.0);
-        // Objects without a timestamp (hand-written manifests) sort after dated ones.
-        match (ta, tb) {
-            (Some(x), Some(y)) => x.cmp(&y),
-            (Some(_), None) => std::cmp::Ordering::Less,
-            (None, Some(_)) => std::cmp::Ordering::Greater,
-            (None, None) => std::cmp::Ordering::Equal,
-        }
-        .then_with(|| ka.cmp(kb))
-    });
+}
 
-    let served_ingresses = ingresses.iter().map(|(k, _)| (*k).clone()).collect();
-    let mut routes = RoutingConfig::default();
-    let mut tls_secrets = BTreeMap::new();
-    // Hosts with TLS, and whether every Ingress naming them keeps the redirect on.
-    let mut redirect: BTreeMap<String, bool> = BTreeMap::new();
-    // Hosts an Ingress redirects with `force-ssl-redirect`, TLS or not.
-    let mut forced: BTreeSet<String> = BTreeSet::new();
-    // (host or "" for host-less, path match) → the Ingress that owns it.
-    let mut owners: HashMap<(String, PathMatch), IngressRef> = HashMap::new();
+/// What one served Ingress contributes, judged on its own (no other object consulted).
+#[derive(Debug)]
+pub(crate) struct IngressOut {
+    pub(crate) age: Age,
+    pub(crate) source: IngressRef,
+    /// Valid rules in declaration order, by host key: `""` host-less, `host`, or `*.suffix`.
+    pub(crate) rules: Vec<(String, Route)>,
+    pub(crate) default_backend: Option<BackendKey>,
+    /// `spec.tls` entries with a Secret name (edge tier only).
+    pub(crate) tls: Vec<TlsBinding>,
+    /// Hosts of every `spec.tls` entry (with or without Secret), and with `force-ssl-redirect`
+    /// the rule hosts: the hosts whose redirect to HTTPS this Ingress decides on.
+    pub(crate) tls_hosts: Vec<String>,
+    pub(crate) redirect_on: bool,
+    /// Problems of this Ingress alone (invalid host, path, backend, annotation, …).
+    pub(crate) problems: Vec<Problem>,
+}
 
-    for (key, ing) in ingresses {
-        let source = IngressRef {
-            namespace: key.namespace.clone(),
-            name: key.name.clone(),
-        };
-        let problem = |reason, detail: String| Problem {
-            kind: "Ingress",
-            namespace: key.namespace.clone(),
-            name: key.name.clone(),
-            reason,
-            detail,
-        };
-        let Some(spec) = ing.spec.as_ref() else {
-            continue;
-        };
-        let ann = crate::annotations::parse(ing.metadata.annotations.as_ref());
-        for detail in &ann.problems {
-            problems.insert(problem(ProblemReason::InvalidAnnotation, detail.clone()));
+impl IngressOut {
+    /// The host keys this Ingress has rules for, each once.
+    pub(crate) fn host_keys(&self) -> BTreeSet<&str> {
+        self.rules.iter().map(|(h, _)| h.as_str()).collect()
+    }
+}
+
+fn ingress_problem(key: &ObjectKey, reason: ProblemReason, detail: String) -> Problem {
+    Problem {
+        kind: "Ingress",
+        namespace: key.namespace.clone(),
+        name: key.name.clone(),
+        reason,
+        detail,
+    }
+}
+
+/// Parses one served Ingress.
+pub(crate) fn parse_ingress(key: &ObjectKey, ing: &Ingress, settings: &TierSettings) -> IngressOut {
+    let source = IngressRef {
+        namespace: key.namespace.clone(),
+        name: key.name.clone(),
+    };
+    let mut out = IngressOut {
+        age: Age::of(key, ing),
+        source: source.clone(),
+        rules: Vec::new(),
+        default_backend: None,
+        tls: Vec::new(),
+        tls_hosts: Vec::new(),
+        redirect_on: true,
+        problems: Vec::new(),
+    };
+    let problem = |reason, detail: String| ingress_problem(key, reason, detail);
+    let Some(spec) = ing.spec.as_ref() else {
+        return out;
+    };
+    let ann = crate::annotations::parse(ing.metadata.annotations.as_ref());
+    for detail in &ann.problems {
+        out.problems
+            .push(problem(ProblemReason::InvalidAnnotation, detail.clone()));
+    }
+    let forward_raw_path = match annotation(ing, NORMALIZE_PATH_ANNOTATION) {
+        None | Some("true") => false,
+        Some("false") => true,
+        Some(other) => {
+            out.problems.push(problem(
+                ProblemReason::InvalidAnnotation,
+                format!(
+                    "{NORMALIZE_PATH_ANNOTATION}: {other:?} is not \"true\" or \"false\"; paths are normalised"
+                ),
+            ));
+            false
         }
-        let forward_raw_path = match annotation(ing, NORMALIZE_PATH_ANNOTATION) {
-            None | Some("true") => false,
-            Some("false") => true,
-            Some(other) => {
-                problems.insert(problem(
-                    ProblemReason::InvalidAnnotation,
-                    format!(
-                        "{NORMALIZE_PATH_ANNOTATION}: {other:?} is not \"true\" or \"false\"; paths are normalised"
-                    ),
-                ));
-                false
-            }
-        };
-        if settings.tier.reads_secrets() {
-            let redirect_on = ann.ssl_redirect;
-            if ann.force_ssl_redirect {
-                let rule_hosts = spec
-                    .rules
-                    .iter()
-                    .flatten()
-                    .filter_map(|r| r.host.as_deref());
-                forced.extend(rule_hosts.filter_map(|h| normalize_host(h.trim()).ok()));
-            }
-            for tls in spec.tls.iter().flatten() {
-                let mut hosts = Vec::new();
-                for h in tls.hosts.iter().flatten() {
-                    match normalize_host(h.trim()) {
-                        Ok(h) => hosts.push(h),
-                        Err(detail) => {
-                            problems.insert(problem(
-                                ProblemReason::InvalidHost,
-                                format!("tls: {detail}"),
-                            ));
-                        }
-                    }
-                }
-                for h in &hosts {
-                    let on = redirect.entry(h.clone()).or_insert(true);
-                    *on &= redirect_on;
-                }
-                let Some(secret_name) = tls.secret_name.as_deref().filter(|n| !n.is_empty()) else {
-                    // No Secret: these hosts get the default certificate.
-                    continue;
-                };
-                let secret_key = ObjectKey::new(key.namespace.as_str(), secret_name);
-                if secret_name.contains('/') {
-                    problems.insert(problem(
-                        ProblemReason::CrossNamespaceSecret,
-                        format!("tls secretName {secret_name:?}: Secrets are only read from the Ingress's own namespace"),
-                    ));
-                    // Still bound (to a name no Secret can have), so the hosts keep their last
-                    // good certificate rather than dropping to the default.
-                } else {
-                    match tls_secret(snapshot, &secret_key) {
-                        Ok(material) => {
-                            tls_secrets.insert(secret_key.clone(), material);
-                        }
-                        Err((reason, detail)) => {
-                            problems.insert(problem(reason, detail));
-                        }
-                    }
-                }
-                routes.tls.push(TlsBinding {
-                    hosts,
-                    secret: secret_key,
-                    ingress: source.clone(),
-                });
-            }
+    };
+    if settings.tier.reads_secrets() {
+        out.redirect_on = ann.ssl_redirect;
+        if ann.force_ssl_redirect {
+            let rule_hosts = spec
+                .rules
+                .iter()
+                .flatten()
+                .filter_map(|r| r.host.as_deref());
+            out.tls_hosts
+                .extend(rule_hosts.filter_map(|h| normalize_host(h.trim()).ok()));
         }
-        if let Some(db) = &spec.default_backend {
-            match backend_key(&key.namespace, db) {
-                Ok(backend) => match &routes.default_backend {
-                    Some(existing) => {
-                        problems.insert(problem(
-                            ProblemReason::DefaultBackendConflict,
-                            format!(
-                                "defaultBackend already set by older Ingress {}",
-                                existing.ingress
-                            ),
-                        ));
-                    }
-                    None => {
-                        routes.default_backend = Some(DefaultBackend {
-                            backend,
-                            ingress: source.clone(),
-                        })
-                    }
-                },
-                Err((reason, detail)) => {
-                    problems.insert(problem(reason, format!("defaultBackend: {detail}")));
-                }
-            }
-        }
-        for rule in spec.rules.iter().flatten() {
-            let host = match rule.host.as_deref().map(str::trim) {
-                None | Some("") => None,
-                Some(h) => match normalize_host(h) {
-                    Ok(h) => Some(h),
+        for tls in spec.tls.iter().flatten() {
+            let mut hosts = Vec::new();
+            for h in tls.hosts.iter().flatten() {
+                match normalize_host(h.trim()) {
+                    Ok(h) => hosts.push(h),
                     Err(detail) => {
-                        problems.insert(problem(ProblemReason::InvalidHost, detail));
-                        continue;
+                        out.problems.push(problem(
+                            ProblemReason::InvalidHost,
+                            format!("tls: {detail}"),
+                        ));
                     }
-                },
+                }
+            }
+            out.tls_hosts.extend(hosts.iter().cloned());
+            let Some(secret_name) = tls.secret_name.as_deref().filter(|n| !n.is_empty()) else {
+                // No Secret: these hosts get the default certificate.
+                continue;
             };
-            let Some(http) = &rule.http else { continue };
-            for p in &http.paths {
-                let shown_host = host.as_deref().unwrap_or("*");
-                let routed = ann.regex_route(p.path.as_deref()).unwrap_or_else(|| {
-                    let m = path_match(p.path.as_deref(), &p.path_type)?;
-                    Ok((m.0, m.1, ann.policy.clone()))
-                });
-                let (path, implementation_specific, policy) = match routed {
-                    Ok(m) => m,
-                    Err((reason, detail)) => {
-                        problems.insert(problem(reason, format!("host {shown_host}: {detail}")));
-                        continue;
-                    }
-                };
-                let backend = match backend_key(&key.namespace, &p.backend) {
-                    Ok(b) => b,
-                    Err((reason, detail)) => {
-                        problems.insert(problem(
-                            reason,
-                            format!("host {shown_host} path {}: {detail}", path.path()),
-                        ));
-                        continue;
-                    }
-                };
-                let owner_key = (host.clone().unwrap_or_default(), path.clone());
-                if let Some(owner) = owners.get(&owner_key) {
-                    if *owner != source {
-                        problems.insert(problem(
-                            ProblemReason::PathConflict,
-                            format!(
-                                "host {shown_host} path {} ({}) is already served by older Ingress {owner}",
-                                path.path(),
-                                path_kind(&path)
-                            ),
-                        ));
-                    } else {
-                        problems.insert(problem(
-                            ProblemReason::PathConflict,
-                            format!(
-                                "host {shown_host} path {} ({}) appears twice; the first wins",
-                                path.path(),
-                                path_kind(&path)
-                            ),
-                        ));
-                    }
+            if secret_name.contains('/') {
+                out.problems.push(problem(
+                    ProblemReason::CrossNamespaceSecret,
+                    format!("tls secretName {secret_name:?}: Secrets are only read from the Ingress's own namespace"),
+                ));
+                // Still bound (to a name no Secret can have), so the hosts keep their last
+                // good certificate rather than dropping to the default.
+            }
+            out.tls.push(TlsBinding {
+                hosts,
+                secret: ObjectKey::new(key.namespace.as_str(), secret_name),
+                ingress: source.clone(),
+            });
+        }
+    }
+    if let Some(db) = &spec.default_backend {
+        match backend_key(&key.namespace, db) {
+            Ok(backend) => out.default_backend = Some(backend),
+            Err((reason, detail)) => {
+                out.problems
+                    .push(problem(reason, format!("defaultBackend: {detail}")));
+            }
+        }
+    }
+    for rule in spec.rules.iter().flatten() {
+        let host = match rule.host.as_deref().map(str::trim) {
+            None | Some("") => String::new(),
+            Some(h) => match normalize_host(h) {
+                Ok(h) => h,
+                Err(detail) => {
+                    out.problems
+                        .push(problem(ProblemReason::InvalidHost, detail));
                     continue;
                 }
-                owners.insert(owner_key, source.clone());
-                let route = Route {
+            },
+        };
+        let Some(http) = &rule.http else { continue };
+        let shown_host = if host.is_empty() { "*" } else { host.as_str() };
+        for p in &http.paths {
+            let routed = ann.regex_route(p.path.as_deref()).unwrap_or_else(|| {
+                let m = path_match(p.path.as_deref(), &p.path_type)?;
+                Ok((m.0, m.1, ann.policy.clone()))
+            });
+            let (path, implementation_specific, policy) = match routed {
+                Ok(m) => m,
+                Err((reason, detail)) => {
+                    out.problems
+                        .push(problem(reason, format!("host {shown_host}: {detail}")));
+                    continue;
+                }
+            };
+            let backend = match backend_key(&key.namespace, &p.backend) {
+                Ok(b) => b,
+                Err((reason, detail)) => {
+                    out.problems.push(problem(
+                        reason,
+                        format!("host {shown_host} path {}: {detail}", path.path()),
+                    ));
+                    continue;
+                }
+            };
+            out.rules.push((
+                host.clone(),
+                Route {
                     path,
                     implementation_specific,
                     forward_raw_path,
                     backend,
                     ingress: source.clone(),
                     policy,
-                };
-                match &host {
-                    None => routes.hostless.push(route),
-                    Some(h) => match h.strip_prefix("*.") {
-                        Some(suffix) => routes
-                            .wildcard_hosts
-                            .entry(suffix.to_owned())
-                            .or_default()
-                            .push(route),
-                        None => routes.exact_hosts.entry(h.clone()).or_default().push(route),
-                    },
-                }
-            }
-        }
-    }
-
-    if let Some(key) = settings
-        .default_certificate
-        .as_ref()
-        .filter(|_| settings.tier.reads_secrets())
-    {
-        match tls_secret(snapshot, key) {
-            Ok(material) => {
-                tls_secrets.insert(key.clone(), material);
-            }
-            Err((reason, detail)) => {
-                problems.insert(Problem {
-                    kind: "Secret",
-                    namespace: key.namespace.clone(),
-                    name: key.name.clone(),
-                    reason,
-                    detail: format!("--default-certificate: {detail}"),
-                });
-            }
-        }
-    }
-    routes.https_redirect_hosts = redirect
-        .into_iter()
-        .filter_map(|(h, on)| on.then_some(h))
-        .chain(forced)
-        .collect();
-    routes.known_hosts = known_hosts(snapshot);
-    let endpoints = resolve_endpoints(snapshot, &routes, &mut problems);
-    Translation {
-        routes,
-        endpoints,
-        tls_secrets,
-        problems: problems.into_iter().collect(),
-        object_counts: snapshot.counts().to_vec(),
-        served_ingresses,
-    }
-}
-
-fn known_hosts(snapshot: &Snapshot) -> std::collections::BTreeSet<String> {
-    let mut out = std::collections::BTreeSet::new();
-    for ing in snapshot.ingresses.values() {
-        let Some(spec) = &ing.spec else { continue };
-        let rule_hosts = spec
-            .rules
-            .iter()
-            .flatten()
-            .filter_map(|r| r.host.as_deref());
-        let tls_hosts = spec
-            .tls
-            .iter()
-            .flatten()
-            .flat_map(|t| t.hosts.iter().flatten())
-            .map(String::as_str);
-        for h in rule_hosts.chain(tls_hosts) {
-            if let Ok(h) = normalize_host(h.trim()) {
-                out.insert(h);
-            }
+                },
+            ));
         }
     }
     out
 }
 
+/// The routes of one host key from the Ingresses that have rules for it, oldest first: the
+/// first claim of a host + path + pathType wins, every later one is reported.
+pub(crate) fn merge_host<'a>(
+    host_key: &str,
+    contributors: impl Iterator<Item = &'a IngressOut>,
+) -> (Vec<Route>, Vec<Problem>) {
+    let shown_host = if host_key.is_empty() { "*" } else { host_key };
+    let mut routes: Vec<Route> = Vec::new();
+    let mut owners: HashMap<&PathMatch, &IngressRef> = HashMap::new();
+    let mut problems = Vec::new();
+    for ing in contributors {
+        for (h, route) in &ing.rules {
+            if h != host_key {
+                continue;
+            }
+            if let Some(owner) = owners.get(&route.path) {
+                let detail = if **owner != ing.source {
+                    format!(
+                        "host {shown_host} path {} ({}) is already served by older Ingress {owner}",
+                        route.path.path(),
+                        path_kind(&route.path)
+                    )
+                } else {
+                    format!(
+                        "host {shown_host} path {} ({}) appears twice; the first wins",
+                        route.path.path(),
+                        path_kind(&route.path)
+                    )
+                };
+                problems.push(ingress_problem(
+                    &ing.age.key,
+                    ProblemReason::PathConflict,
+                    detail,
+                ));
+                continue;
+            }
+            owners.insert(&route.path, &ing.source);
+            routes.push(route.clone());
+        }
+    }
+    (routes, problems)
+}
+
+/// Every host an Ingress names (rules or TLS), lowercased, each once.
+pub(crate) fn hosts_named(ing: &Ingress) -> BTreeSet<String> {
+    let Some(spec) = &ing.spec else {
+        return BTreeSet::new();
+    };
+    let rule_hosts = spec
+        .rules
+        .iter()
+        .flatten()
+        .filter_map(|r| r.host.as_deref());
+    let tls_hosts = spec
+        .tls
+        .iter()
+        .flatten()
+        .flat_map(|t| t.hosts.iter().flatten())
+        .map(String::as_str);
+    rule_hosts
+        .chain(tls_hosts)
+        .filter_map(|h| normalize_host(h.trim()).ok())
+        .collect()
+}
+
 /// Reads a `kubernetes.io/tls` Secret's PEM material (`data`, or `stringData` as hand-written
 /// manifests carry it).
-fn tls_secret(snapshot: &Snapshot, key: &ObjectKey) -> Result<TlsSecret, Reject> {
+/// (`tls.crt`, `tls.key`), borrowed from the snapshot: copied only when they changed.
+pub(crate) fn tls_secret<'a>(
+    snapshot: &'a Snapshot,
+    key: &ObjectKey,
+) -> Result<(&'a [u8], &'a [u8]), Reject> {
     let Some(secret) = snapshot.secrets.get(key) else {
         return Err((
             ProblemReason::SecretNotFound,
@@ -409,23 +359,23 @@ fn tls_secret(snapshot: &Snapshot, key: &ObjectKey) -> Result<TlsSecret, Reject>
             format!("Secret {key} is of type {t}, not kubernetes.io/tls"),
         ));
     }
-    let field = |name: &str| -> Option<Vec<u8>> {
+    let field = |name: &str| -> Option<&'a [u8]> {
         secret
             .data
             .as_ref()
             .and_then(|d| d.get(name))
-            .map(|b| b.0.clone())
+            .map(|b| b.0.as_slice())
             .or_else(|| {
                 secret
                     .string_data
                     .as_ref()
                     .and_then(|d| d.get(name))
-                    .map(|s| s.as_bytes().to_vec())
+                    .map(|s| s.as_bytes())
             })
             .filter(|b| !b.is_empty())
     };
     match (field("tls.crt"), field("tls.key")) {
-        (Some(cert_pem), Some(key_pem)) => Ok(TlsSecret { cert_pem, key_pem }),
+        (Some(cert_pem), Some(key_pem)) => Ok((cert_pem, key_pem)),
         _ => Err((
             ProblemReason::SecretInvalid,
             format!("Secret {key} lacks tls.crt or tls.key"),
@@ -472,7 +422,7 @@ fn normalize_host(host: &str) -> Result<String, String> {
     }
 }
 
-type Reject = (ProblemReason, String);
+pub(crate) type Reject = (ProblemReason, String);
 
 fn path_match(path: Option<&str>, path_type: &str) -> Result<(PathMatch, bool), Reject> {
     let path = match (path, path_type) {
@@ -576,7 +526,7 @@ fn backend_key(namespace: &str, backend: &IngressBackend) -> Result<BackendKey, 
 /// Resolves every backend the routes name to ready endpoint addresses. A backend that cannot be
 /// resolved keeps its routes (they answer 503, as a missing Service does elsewhere) and is
 /// reported against the Ingress that names it first.
-fn resolve_endpoints(
+pub(crate) fn resolve_endpoints(
     snapshot: &Snapshot,
     routes: &RoutingConfig,
     problems: &mut BTreeSet<Problem>,
@@ -587,7 +537,7 @@ fn resolve_endpoints(
         .exact_hosts
         .values()
         .chain(routes.wildcard_hosts.values())
-        .flatten()
+        .flat_map(|r| r.iter())
         .chain(routes.hostless.iter())
     {
         named_by.entry(&route.backend).or_insert(&route.ingress);
@@ -738,6 +688,9 @@ fn push_addrs<'a>(out: &mut Vec<SocketAddr>, ips: impl Iterator<Item = &'a str>,
         }
     }
 }
+
+mod incremental;
+pub use incremental::Translator;
 
 #[cfg(test)]
 mod tests;

@@ -51,6 +51,19 @@ impl<T> HostMap<T> {
         self.len() == 0
     }
 
+    /// The entry of a configured host (`*.suffix` for a wildcard), as inserted.
+    pub fn get_configured(&self, host: &str) -> Option<&T> {
+        match host.strip_prefix("*.") {
+            Some(suffix) => self.wildcard.get(suffix),
+            None => self.exact.get(host),
+        }
+    }
+
+    /// Every value, exact hosts first.
+    pub fn values(&self) -> impl Iterator<Item = &T> {
+        self.exact.values().chain(self.wildcard.values())
+    }
+
     /// The exact entry of a normalised host.
     pub fn get_exact(&self, host: &str) -> Option<&T> {
         self.exact.get(host)

@@ -113,7 +113,12 @@ impl ConfigSink for RoutePublisher {
         state.backends.sync(&translation.endpoints);
         let table = (state.last_routes.as_ref() != Some(&translation.routes)).then(|| {
             let (table, problems) =
-                RouteTable::build(&translation.routes, &state.backends, &self.metrics);
+                RouteTable::build(
+                    &translation.routes,
+                    &state.backends,
+                    &self.metrics,
+                    Some(&self.routes.load()),
+                );
             for p in &problems {
                 tracing::warn!(tier = self.tier.as_str(), kind = p.kind, namespace = %p.namespace, name = %p.name,
                     reason = p.reason.as_str(), detail = %p.detail, "rule rejected");

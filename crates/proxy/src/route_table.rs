@@ -5,7 +5,7 @@
 //! long as the request path, so never shorter than a prefix match), else the longest element-wise
 //! Prefix. This order is what makes a host-less `/` rule a true fallback.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use k8s_sync::{
@@ -35,11 +35,15 @@ pub struct RouteTarget {
     pub metrics: Arc<RouteMetrics>,
 }
 
-/// Path rules of one host.
+/// Path rules of one host, built from one shared list of routes and kept, by pointer, for as
+/// long as that list is unchanged.
 #[derive(Default)]
 struct PathTable {
+    source: Arc<Vec<Route>>,
     exact: HashMap<String, Arc<RouteTarget>>,
     prefix: matchit::Router<Arc<RouteTarget>>,
+    /// Rules the table could not hold.
+    problems: Vec<Problem>,
 }
 
 impl PathTable {
@@ -82,13 +86,15 @@ impl PathTable {
 /// The routes one tier serves. Immutable once built; published with one atomic swap.
 pub struct RouteTable {
     /// Path rules per host (exact, then a one-label wildcard).
-    hosts: HostMap<PathTable>,
-    hostless: PathTable,
+    hosts: HostMap<Arc<PathTable>>,
+    hostless: Arc<PathTable>,
     default_backend: Option<Arc<RouteTarget>>,
-    /// Hosts whose plain-HTTP requests the edge redirects to HTTPS.
-    https_hosts: HostMap<()>,
-    /// Fallback counters per configured host, `_other` else.
-    fallback_by_host: HostMap<IntCounter>,
+    /// Hosts whose plain-HTTP requests the edge redirects to HTTPS, and the set they came from.
+    https_hosts: Arc<HostMap<()>>,
+    https_source: Arc<BTreeSet<String>>,
+    /// Fallback counters per configured host (`_other` else), and the set they came from.
+    fallback_by_host: Arc<HostMap<IntCounter>>,
+    fallback_source: Arc<BTreeSet<String>>,
     fallback_other: IntCounter,
     /// Counters for requests no rule matched.
     pub unrouted: Arc<RouteMetrics>,
@@ -96,15 +102,16 @@ pub struct RouteTable {
 
 impl RouteTable {
     /// Builds a table from translated config, taking backends from the registry (which must
-    /// hold every backend the config names). Rules the path table cannot hold are skipped and
+    /// hold every backend the config names). The path table of a host whose routes are the
+    /// same shared list as in `previous` is reused, not rebuilt, so a change costs in
+    /// proportion to the hosts it touches. Rules a path table cannot hold are skipped and
     /// returned as problems.
     pub fn build(
         config: &RoutingConfig,
         backends: &BackendRegistry,
         metrics: &Arc<Metrics>,
+        previous: Option<&RouteTable>,
     ) -> (Self, Vec<Problem>) {
-        let mut problems = Vec::new();
-        let mut table = RouteTable::empty(metrics);
         let target = |ingress: &IngressRef,
                       key: &BackendKey,
                       fallback: bool,
@@ -126,8 +133,13 @@ impl RouteTable {
                 ),
             }))
         };
-        let add =
-            |table: &mut PathTable, route: &Route, fallback: bool, problems: &mut Vec<Problem>| {
+        let build_paths = |routes: &Arc<Vec<Route>>, host_less: bool| {
+            let mut table = PathTable {
+                source: routes.clone(),
+                ..PathTable::default()
+            };
+            for route in routes.iter() {
+                let fallback = host_less && route.path.is_catch_all();
                 let Some(t) = target(
                     &route.ingress,
                     &route.backend,
@@ -135,10 +147,10 @@ impl RouteTable {
                     route.forward_raw_path,
                     route.policy.as_ref(),
                 ) else {
-                    return;
+                    continue;
                 };
                 if let Err(detail) = table.insert(route, t) {
-                    problems.push(Problem {
+                    table.problems.push(Problem {
                         kind: "Ingress",
                         namespace: route.ingress.namespace.clone(),
                         name: route.ingress.name.clone(),
@@ -146,7 +158,10 @@ impl RouteTable {
                         detail,
                     });
                 }
-            };
+            }
+            Arc::new(table)
+        };
+        let mut table = RouteTable::empty(metrics);
         let hosts = config
             .exact_hosts
             .iter()
@@ -158,24 +173,53 @@ impl RouteTable {
                     .map(|(suffix, r)| (format!("*.{suffix}"), r)),
             );
         for (host, routes) in hosts {
-            let t = table.hosts.entry(&host).or_default();
-            for r in routes {
-                add(t, r, false, &mut problems);
-            }
+            let kept = previous
+                .and_then(|p| p.hosts.get_configured(&host))
+                .filter(|t| Arc::ptr_eq(&t.source, routes))
+                .cloned();
+            let paths = kept.unwrap_or_else(|| build_paths(routes, false));
+            table.hosts.insert_first(&host, paths);
         }
-        for r in &config.hostless {
-            add(&mut table.hostless, r, r.path.is_catch_all(), &mut problems);
-        }
+        table.hostless = previous
+            .map(|p| &p.hostless)
+            .filter(|t| Arc::ptr_eq(&t.source, &config.hostless))
+            .cloned()
+            .unwrap_or_else(|| build_paths(&config.hostless, true));
         if let Some(db) = &config.default_backend {
             table.default_backend = target(&db.ingress, &db.backend, true, false, None);
         }
-        for h in &config.known_hosts {
-            let counter = metrics.fallback_requests.with_label_values(&[h.as_str()]);
-            table.fallback_by_host.insert_first(h, counter);
+        match previous.filter(|p| Arc::ptr_eq(&p.fallback_source, &config.known_hosts)) {
+            Some(p) => table.fallback_by_host = p.fallback_by_host.clone(),
+            None => {
+                let mut counters = HostMap::default();
+                for h in config.known_hosts.iter() {
+                    let kept = previous.and_then(|p| p.fallback_by_host.get_configured(h));
+                    let counter = kept.cloned().unwrap_or_else(|| {
+                        metrics.fallback_requests.with_label_values(&[h.as_str()])
+                    });
+                    counters.insert_first(h, counter);
+                }
+                table.fallback_by_host = Arc::new(counters);
+            }
         }
-        for h in &config.https_redirect_hosts {
-            table.https_hosts.insert_first(h, ());
+        table.fallback_source = config.known_hosts.clone();
+        match previous.filter(|p| Arc::ptr_eq(&p.https_source, &config.https_redirect_hosts)) {
+            Some(p) => table.https_hosts = p.https_hosts.clone(),
+            None => {
+                let mut https = HostMap::default();
+                for h in config.https_redirect_hosts.iter() {
+                    https.insert_first(h, ());
+                }
+                table.https_hosts = Arc::new(https);
+            }
         }
+        table.https_source = config.https_redirect_hosts.clone();
+        let problems = table
+            .hosts
+            .values()
+            .chain(std::iter::once(&table.hostless))
+            .flat_map(|t| t.problems.iter().cloned())
+            .collect();
         (table, problems)
     }
 
@@ -183,10 +227,12 @@ impl RouteTable {
     pub fn empty(metrics: &Arc<Metrics>) -> Self {
         Self {
             hosts: HostMap::default(),
-            hostless: PathTable::default(),
+            hostless: Arc::default(),
             default_backend: None,
-            https_hosts: HostMap::default(),
-            fallback_by_host: HostMap::default(),
+            https_hosts: Arc::default(),
+            https_source: Arc::default(),
+            fallback_by_host: Arc::default(),
+            fallback_source: Arc::default(),
             fallback_other: metrics.fallback_requests.with_label_values(&[OTHER_HOST]),
             unrouted: metrics.unrouted_handles(),
         }

@@ -15,16 +15,19 @@ use crate::cert_store::{CertSet, CertStore, ParsedCert};
 #[derive(Default)]
 struct SecretState {
     /// Last good certificate per Secret, with the material it came from.
-    good: BTreeMap<ObjectKey, (TlsSecret, Arc<ParsedCert>)>,
+    good: BTreeMap<ObjectKey, (Arc<TlsSecret>, Arc<ParsedCert>)>,
     /// Material already rejected (so it is reported once, not at every rebuild).
-    rejected: BTreeMap<ObjectKey, TlsSecret>,
+    rejected: BTreeMap<ObjectKey, Arc<TlsSecret>>,
     /// Last certificate served per host: kept while the host's Secret is broken, missing or
     /// wrongly referenced, dropped when no edge Ingress lists the host any more.
     by_host: BTreeMap<String, (ObjectKey, Arc<ParsedCert>)>,
     /// Certificates changed since the last published set.
     changed: bool,
     /// Bindings of the last published set.
-    last_tls: Option<Vec<TlsBinding>>,
+    last_tls: Option<Arc<Vec<TlsBinding>>>,
+    /// The expiry series set now: host → (Secret, notAfter), so a publish touches only the
+    /// series that changed.
+    expiry: HashMap<String, (ObjectKey, i64)>,
 }
 
 pub struct EdgePublisher {
@@ -72,7 +75,7 @@ impl ConfigSink for EdgePublisher {
         let mut ingresses_of = |key: &ObjectKey| -> String {
             let map = named_by.get_or_insert_with(|| {
                 let mut m: HashMap<&ObjectKey, Vec<String>> = HashMap::new();
-                for b in &translation.routes.tls {
+                for b in translation.routes.tls.iter() {
                     m.entry(&b.secret).or_default().push(b.ingress.to_string());
                 }
                 m
@@ -88,14 +91,15 @@ impl ConfigSink for EdgePublisher {
             )
         };
         for (key, material) in &translation.tls_secrets {
-            if let Some((_, parsed)) = state.good.get(key).filter(|(m, _)| m == material) {
+            let same = |m: &Arc<TlsSecret>| Arc::ptr_eq(m, material) || **m == **material;
+            if let Some((_, parsed)) = state.good.get(key).filter(|(m, _)| same(m)) {
                 // Unchanged and good; still a problem while out of validity.
                 if parsed.is_out_of_validity(now) {
                     cert_problems.push(expired(key));
                 }
                 continue;
             }
-            if state.rejected.get(key) == Some(material) {
+            if state.rejected.get(key).is_some_and(same) {
                 cert_problems.push((
                     key.clone(),
                     ProblemReason::CertificateInvalid,
@@ -181,14 +185,18 @@ impl EdgePublisher {
             .and_then(|k| state.good.get(k))
             .map_or_else(|| self.fallback_cert.clone(), |(_, p)| p.clone());
         let mut set = CertSet::new(default);
-        let expiry = &self.metrics.certificate_not_after;
-        expiry.reset();
-        let SecretState { good, by_host, .. } = state;
+        let SecretState {
+            good,
+            by_host,
+            expiry,
+            ..
+        } = state;
         let bound: HashSet<&str> = bindings
             .iter()
             .flat_map(|b| b.hosts.iter().map(String::as_str))
             .collect();
         by_host.retain(|h, _| bound.contains(h.as_str()));
+        let mut now_expiry: HashMap<String, (ObjectKey, i64)> = HashMap::new();
         for binding in bindings {
             for host in &binding.hosts {
                 let served = match good.get(&binding.secret) {
@@ -201,12 +209,28 @@ impl EdgePublisher {
                 };
                 if let Some((secret, parsed)) = served {
                     set.insert(host, parsed.clone());
-                    expiry
-                        .with_label_values(&[&secret.namespace, &secret.name, host])
-                        .set(parsed.not_after as f64);
+                    now_expiry
+                        .entry(host.clone())
+                        .or_insert((secret, parsed.not_after));
                 }
             }
         }
+        // Touch only the expiry series that changed: at thousands of hosts, resetting and
+        // re-creating every series would cost more than the rest of the publication.
+        let gauge = &self.metrics.certificate_not_after;
+        for (host, (secret, _)) in expiry.iter() {
+            if now_expiry.get(host).is_none_or(|(s, _)| s != secret) {
+                let _ = gauge.remove_label_values(&[&secret.namespace, &secret.name, host]);
+            }
+        }
+        for (host, (secret, not_after)) in &now_expiry {
+            if expiry.get(host) != Some(&(secret.clone(), *not_after)) {
+                gauge
+                    .with_label_values(&[&secret.namespace, &secret.name, host])
+                    .set(*not_after as f64);
+            }
+        }
+        *expiry = now_expiry;
         tracing::info!(
             hosts = set.host_count(),
             secrets = good.len(),

@@ -73,7 +73,12 @@ fn policy_shared_by_the_ingress_routes_and_problems_reported() {
         ),
     ];
     let t = translate(&snap(docs), &settings(Tier::Router, "tandem-router"));
-    let routes: Vec<_> = t.routes.exact_hosts.values().flatten().collect();
+    let routes: Vec<_> = t
+        .routes
+        .exact_hosts
+        .values()
+        .flat_map(|v| v.iter())
+        .collect();
     let a: Vec<_> = routes.iter().filter(|r| r.ingress.name == "a").collect();
     assert_eq!(a.len(), 3);
     let first = a[0].policy.as_ref().unwrap();
@@ -159,5 +164,5 @@ fn edge_ssl_redirect_and_force_ssl_redirect() {
         .iter()
         .map(|s| (*s).to_owned())
         .collect();
-    assert_eq!(t.routes.https_redirect_hosts, want);
+    assert_eq!(*t.routes.https_redirect_hosts, want);
 }

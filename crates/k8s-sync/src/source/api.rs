@@ -15,6 +15,7 @@ use k8s_openapi::api::core::v1::{Endpoints, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::runtime::WatchStreamExt;
+use kube::runtime::utils::ResetTimerBackoff;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
@@ -64,7 +65,7 @@ where
         obj
     };
     watcher::watcher(api, config)
-        .default_backoff()
+        .backoff(watch_backoff())
         .map(move |res| match res {
             Ok(Event::Init) => Change::Init(kind),
             Ok(Event::InitApply(o)) => Change::InitApply(kind, to_obj(o)),
@@ -136,6 +137,20 @@ fn watch_all(
     (futures::stream::select_all(streams), kinds)
 }
 
+/// Retry delays of a failed watch: 0.5 s doubling to 2 s, plus up to as much jitter, reset
+/// after a minute of health, so changes resume within a few seconds of an API server coming
+/// back. client-go (and so ingress-nginx) caps at 30 s, which left changes unserved for up to
+/// half a minute; a retry is one request per watched kind.
+fn watch_backoff() -> ResetTimerBackoff<watcher::ExponentialBackoff> {
+    let builder = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(2))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times();
+    ResetTimerBackoff::new(builder.into(), Duration::from_secs(60))
+}
+
 /// Events arriving within this window after the first one are folded into one rebuild.
 const COALESCE: Duration = Duration::from_millis(50);
 
@@ -165,7 +180,7 @@ pub async fn run_api_sync(
                 c = changes.next() => c,
                 _ = tokio::time::sleep_until(at) => {
                     rebuild_at = None;
-                    rebuilder.rebuild(&snapshot);
+                    rebuilder.rebuild(&mut snapshot);
                     if !first_published {
                         first_published = true;
                         tracing::info!(took_ms = started.elapsed().as_millis() as u64,

@@ -513,3 +513,186 @@ fn backend_protocol_follows_app_protocol() {
     assert_eq!(unsupported.len(), 1, "{:?}", t.problems);
     assert!(unsupported[0].detail.contains("\"https\""));
 }
+
+mod incremental_equals_full {
+    use super::*;
+    use crate::object::Kind;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        PutIngress {
+            name: usize,
+            ns: usize,
+            class: usize,
+            created: Option<u8>,
+            rules: Vec<(usize, usize, usize, usize)>,
+            tls: Option<(usize, usize)>,
+            default_backend: Option<usize>,
+            annotation: usize,
+        },
+        DeleteIngress {
+            name: usize,
+            ns: usize,
+        },
+        PutService(usize, usize),
+        DeleteService(usize, usize),
+        PutSecret(usize, usize, u8),
+        DeleteSecret(usize, usize),
+        PutClass(usize),
+        DeleteClass,
+    }
+
+    const HOSTS: [Option<&str>; 4] = [
+        None,
+        Some("a.example"),
+        Some("B.example"),
+        Some("*.example"),
+    ];
+    const PATHS: [&str; 4] = ["/", "/a", "/a/b", "no-slash"];
+    const TYPES: [&str; 3] = ["Prefix", "Exact", "ImplementationSpecific"];
+    const NS: [&str; 2] = ["default", "other"];
+
+    fn op() -> impl Strategy<Value = Op> {
+        let rule = (0..4usize, 0..4usize, 0..3usize, 0..3usize);
+        prop_oneof![
+            6 => (0..4usize, 0..2usize, 0..3usize, proptest::option::of(0u8..3),
+                  proptest::collection::vec(rule, 0..4), proptest::option::of((0..4usize, 0..3usize)),
+                  proptest::option::of(0..3usize), 0..3usize)
+                .prop_map(|(name, ns, class, created, rules, tls, default_backend, annotation)| Op::PutIngress {
+                    name, ns, class, created, rules, tls, default_backend, annotation,
+                }),
+            2 => (0..4usize, 0..2usize).prop_map(|(name, ns)| Op::DeleteIngress { name, ns }),
+            1 => (0..3usize, 0..2usize).prop_map(|(s, ns)| Op::PutService(s, ns)),
+            1 => (0..3usize, 0..2usize).prop_map(|(s, ns)| Op::DeleteService(s, ns)),
+            1 => (0..3usize, 0..2usize, 0u8..3).prop_map(|(s, ns, v)| Op::PutSecret(s, ns, v)),
+            1 => (0..3usize, 0..2usize).prop_map(|(s, ns)| Op::DeleteSecret(s, ns)),
+            1 => (0..3usize).prop_map(Op::PutClass),
+            1 => Just(Op::DeleteClass),
+        ]
+    }
+
+    fn apply(snapshot: &mut Snapshot, op: &Op) {
+        match op {
+            Op::PutIngress {
+                name,
+                ns,
+                class,
+                created,
+                rules,
+                tls,
+                default_backend,
+                annotation,
+            } => {
+                let rules: Vec<Value> = rules
+                    .iter()
+                    .map(|(h, p, t, s)| {
+                        rule(
+                            HOSTS[*h],
+                            PATHS[*p],
+                            TYPES[*t],
+                            &format!("svc{s}"),
+                            json!({"number": 80}),
+                        )
+                    })
+                    .collect();
+                let mut spec = json!({"rules": rules});
+                if let Some((h, secret)) = tls {
+                    let host = HOSTS[*h].unwrap_or("c.example");
+                    spec["tls"] = json!([{"hosts": [host], "secretName": format!("tls{secret}")}]);
+                }
+                if let Some(s) = default_backend {
+                    spec["defaultBackend"] =
+                        json!({"service": {"name": format!("svc{s}"), "port": {"number": 80}}});
+                }
+                let class = [Some("tandem-router"), Some("nginx"), None][*class];
+                let created = created.map(|c| format!("2024-01-0{}T00:00:00Z", c + 1));
+                let mut doc = ingress(&format!("i{name}"), class, created.as_deref(), spec);
+                doc["metadata"]["namespace"] = json!(NS[*ns]);
+                let value = ["true", "false", "maybe"][*annotation];
+                doc["metadata"]["annotations"] =
+                    json!({"tandem.dev/normalize-path": value, "tandem.dev/ssl-redirect": value});
+                for o in Object::from_manifest(doc).unwrap() {
+                    snapshot.upsert(o);
+                }
+            }
+            Op::DeleteIngress { name, ns } => {
+                snapshot.remove(Kind::Ingress, &ObjectKey::new(NS[*ns], format!("i{name}")));
+            }
+            Op::PutService(s, ns) => {
+                let mut doc = service(
+                    &format!("svc{s}"),
+                    json!([{"port": 80, "appProtocol": if *s == 2 { "https" } else { "http" }}]),
+                );
+                doc["metadata"]["namespace"] = json!(NS[*ns]);
+                for o in Object::from_manifest(doc).unwrap() {
+                    snapshot.upsert(o);
+                }
+            }
+            Op::DeleteService(s, ns) => {
+                snapshot.remove(Kind::Service, &ObjectKey::new(NS[*ns], format!("svc{s}")));
+            }
+            Op::PutSecret(s, ns, v) => {
+                let doc = json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+                    "metadata": {"name": format!("tls{s}"), "namespace": NS[*ns]},
+                    "stringData": {"tls.crt": format!("cert-{v}"), "tls.key": if *v == 2 { String::new() } else { format!("key-{v}") }}});
+                for o in Object::from_manifest(doc).unwrap() {
+                    snapshot.upsert(o);
+                }
+            }
+            Op::DeleteSecret(s, ns) => {
+                snapshot.remove(Kind::Secret, &ObjectKey::new(NS[*ns], format!("tls{s}")));
+            }
+            Op::PutClass(c) => {
+                let controller = [
+                    "tandem.dev/tls-edge",
+                    "k8s.io/ingress-nginx",
+                    "tandem.dev/tls-edge",
+                ][*c];
+                let doc = json!({"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+                    "metadata": {"name": "tandem-router", "annotations": {"ingressclass.kubernetes.io/is-default-class": if *c == 2 { "true" } else { "false" }}},
+                    "spec": {"controller": controller}});
+                for o in Object::from_manifest(doc).unwrap() {
+                    snapshot.upsert(o);
+                }
+            }
+            Op::DeleteClass => {
+                snapshot.remove(Kind::IngressClass, &ObjectKey::new("", "tandem-router"));
+            }
+        }
+    }
+
+    fn assert_same(a: &Translation, b: &Translation) -> Result<(), TestCaseError> {
+        prop_assert_eq!(&a.routes, &b.routes);
+        prop_assert_eq!(&a.endpoints, &b.endpoints);
+        prop_assert_eq!(&a.tls_secrets, &b.tls_secrets);
+        prop_assert_eq!(&a.problems, &b.problems);
+        prop_assert_eq!(&a.served_ingresses, &b.served_ingresses);
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+        /// A translator fed a random sequence of adds, updates and deletes always gives what a
+        /// full translation of the same objects gives (router and edge settings).
+        #[test]
+        fn random_change_sequences(ops in proptest::collection::vec(op(), 1..40), edge_tier in any::<bool>()) {
+            let settings = TierSettings {
+                tier: if edge_tier { Tier::TlsEdge } else { Tier::Router },
+                class: "tandem-router".into(),
+                controller: "tandem.dev/tls-edge".into(),
+                watch_without_class: false,
+                default_certificate: edge_tier.then(|| ObjectKey::new("default", "tls0")),
+            };
+            let mut snapshot = Snapshot::default();
+            let mut translator = Translator::new(settings.clone());
+            for op in &ops {
+                apply(&mut snapshot, op);
+                let incremental = translator.update(&mut snapshot);
+                let full = translate(&snapshot, &settings);
+                assert_same(&incremental, &full)?;
+            }
+        }
+    }
+}

@@ -37,6 +37,9 @@ use crate::route_policy;
 use crate::route_table::RouteTable;
 use crate::tls_authority::TlsAuthority;
 
+/// Connection-pool group of upgrade requests (WebSocket): never shared with plain requests.
+const UPGRADE_POOL: u64 = 1;
+
 /// The `Server` header on every response this tier writes or passes on without one.
 pub const SERVER_NAME: &str = "tandem";
 
@@ -298,11 +301,16 @@ impl ProxyHttp for Proxy {
             .and_then(|p| p.backend_protocol)
             .or(s.upstream_protocol)
             .unwrap_or_else(|| route.backend.protocol());
-        if protocol == BackendProtocol::H2c && !session.is_upgrade_req() {
-            o.set_http_version(2, 2);
+        if session.is_upgrade_req() {
+            // An upgrade takes a connection of its own: handing it a pooled keep-alive
+            // connection let some WebSockets close right after their 101 (3 in 1,000 after
+            // plain requests to the same backend).
+            peer.group_key = UPGRADE_POOL;
+        } else if protocol == BackendProtocol::H2c {
+            peer.options.set_http_version(2, 2);
             // Multiplex: pingora's default of one stream per connection would make h2c a
             // slower HTTP/1.1.
-            o.max_h2_streams = 100;
+            peer.options.max_h2_streams = 100;
         }
         Ok(Box::new(peer))
     }

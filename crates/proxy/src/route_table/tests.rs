@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use super::*;
 use k8s_sync::{BackendKey, DefaultBackend, EndpointSet, ResolvedBackend, ServicePortRef};
 
@@ -47,6 +49,7 @@ fn table(config: &RoutingConfig) -> RouteTable {
         config,
         &reg,
         &crate::metrics::Metrics::new(k8s_sync::Tier::Router),
+        None,
     );
     assert!(problems.is_empty(), "{problems:?}");
     t
@@ -110,9 +113,7 @@ fn kubernetes_docs_path_examples() {
                 }
                 e => e,
             };
-            cfg.exact_hosts
-                .entry("h".into())
-                .or_default()
+            Arc::make_mut(cfg.exact_hosts.entry("h".into()).or_default())
                 .push(route(m, &format!("s{i}")));
         }
         let got = served(&table(&cfg), "h", request);
@@ -127,12 +128,12 @@ fn kubernetes_docs_path_examples() {
 #[test]
 fn exact_beats_prefix_at_equal_length_and_longest_prefix_wins() {
     let cfg = RoutingConfig {
-        hostless: vec![
+        hostless: Arc::new(vec![
             route(prefix("/foo"), "prefix"),
             route(exact("/foo"), "exact"),
             route(prefix("/foo/bar"), "longer"),
             route(prefix("/"), "root"),
-        ],
+        ]),
         ..Default::default()
     };
     let t = table(&cfg);
@@ -151,16 +152,16 @@ fn host_order_exact_then_wildcard_then_hostless_then_default() {
     let mut cfg = RoutingConfig::default();
     cfg.exact_hosts.insert(
         "a.example.com".into(),
-        vec![route(prefix("/exact"), "exact")],
+        Arc::new(vec![route(prefix("/exact"), "exact")]),
     );
     cfg.wildcard_hosts.insert(
         "example.com".into(),
-        vec![
+        Arc::new(vec![
             route(prefix("/wild"), "wild"),
             route(prefix("/exact"), "wild-exact"),
-        ],
+        ]),
     );
-    cfg.hostless = vec![route(prefix("/any"), "hostless")];
+    cfg.hostless = Arc::new(vec![route(prefix("/any"), "hostless")]);
     cfg.default_backend = Some(DefaultBackend {
         backend: key("default"),
         ingress: IngressRef {
@@ -208,7 +209,7 @@ fn host_order_exact_then_wildcard_then_hostless_then_default() {
 #[test]
 fn braces_in_paths_are_literal() {
     let cfg = RoutingConfig {
-        hostless: vec![route(prefix("/{id}"), "brace")],
+        hostless: Arc::new(vec![route(prefix("/{id}"), "brace")]),
         ..Default::default()
     };
     let t = table(&cfg);
@@ -228,8 +229,8 @@ fn strips_ports_from_hosts() {
 #[test]
 fn https_redirect_hosts_match_exact_and_one_label_wildcards() {
     let mut cfg = RoutingConfig::default();
-    cfg.https_redirect_hosts.insert("brand.example".into());
-    cfg.https_redirect_hosts.insert("*.wild.example".into());
+    Arc::make_mut(&mut cfg.https_redirect_hosts).insert("brand.example".into());
+    Arc::make_mut(&mut cfg.https_redirect_hosts).insert("*.wild.example".into());
     let t = table(&cfg);
     assert!(t.redirects_to_https("Brand.Example:80"));
     assert!(t.redirects_to_https("a.wild.example"));
@@ -241,9 +242,9 @@ fn https_redirect_hosts_match_exact_and_one_label_wildcards() {
 fn fallback_counters_are_labelled_by_configured_host_only() {
     let m = crate::metrics::Metrics::new(k8s_sync::Tier::Router);
     let mut cfg = RoutingConfig::default();
-    cfg.known_hosts.insert("shop.example".into());
-    cfg.known_hosts.insert("*.brand.example".into());
-    let (t, _) = RouteTable::build(&cfg, &BackendRegistry::default(), &m);
+    Arc::make_mut(&mut cfg.known_hosts).insert("shop.example".into());
+    Arc::make_mut(&mut cfg.known_hosts).insert("*.brand.example".into());
+    let (t, _) = RouteTable::build(&cfg, &BackendRegistry::default(), &m, None);
     t.fallback_counter("Shop.Example:80").inc();
     t.fallback_counter("a.brand.example").inc();
     t.fallback_counter("random-attacker-host.test").inc();

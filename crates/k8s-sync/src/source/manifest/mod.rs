@@ -79,11 +79,11 @@ pub async fn run_manifest_sync(
                 let now_problems: Vec<Problem> = source.problems().map(file_problem).collect();
                 if rescan.changed || first || now_problems != file_problems {
                     file_problems = now_problems;
-                    let (snapshot, duplicates) = source.snapshot();
+                    let (mut snapshot, duplicates) = source.snapshot();
                     for d in &duplicates {
                         tracing::warn!(file = %d.file.display(), reason = %d.reason, "duplicate object");
                     }
-                    rebuilder.rebuild_with(&snapshot, &file_problems);
+                    rebuilder.rebuild_with(&mut snapshot, &file_problems);
                     first = false;
                 }
             }
