@@ -72,14 +72,15 @@ wait_http() {
   return 1
 }
 
-# Manifests: a selector-less Service + v1 Endpoints named NAME pointing at 127.0.0.1:PORT.
-manifest_service() { # NAME PORT
+# Manifests: a selector-less Service + v1 Endpoints named NAME pointing at 127.0.0.1:PORT;
+# APP_PROTOCOL (optional, e.g. kubernetes.io/h2c) becomes the Service port's appProtocol.
+manifest_service() { # NAME PORT [APP_PROTOCOL]
   cat <<EOF
 apiVersion: v1
 kind: Service
 metadata: {name: $1, namespace: default}
 spec:
-  ports: [{name: http, port: 80, targetPort: $2}]
+  ports: [{name: http, port: 80, targetPort: $2${3:+, appProtocol: $3}}]
 ---
 apiVersion: v1
 kind: Endpoints

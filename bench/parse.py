@@ -5,6 +5,12 @@
   parse.py h2load RAW BENCH CONFIG RUN REQLOG      -> one TSV line
   parse.py summary RESULTS.tsv                     -> markdown (medians, spread, ratios)
   parse.py scale SCALE.tsv                         -> markdown table of bench/scale.sh
+  parse.py cpu RAW CONFIG RUN UTIME STIME CLK_TCK DURATION CPU1_BUSY CPU0_BUSY LOAD0 LOAD1
+           MAX_FOREIGN PARTS                       -> one cpu.tsv line (bench/cpu.sh)
+  parse.py cpusummary CPU.tsv                      -> markdown: CPU us per request, ratios
+  parse.py perf CONFIG CPU_US REPORT TOP           -> markdown: a `perf report --sort dso,sym`
+                                                      converted to us per request (bench/profile.sh)
+  parse.py perfphases CONFIG CPU_US SCRIPT         -> markdown: inclusive shares from `perf script`
 
 TSV columns: bench config run tool req_per_s p50_ms p99_ms errors raw_file
 """
@@ -159,6 +165,218 @@ def scale_summary(path):
         print(f"| {n} | " + " | ".join(cells) + " |")
 
 
+def wrk_requests(raw):
+    """Requests completed and the measured seconds, from wrk's "N requests in 10.00s"."""
+    m = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m)", open(raw).read())
+    if not m:
+        return 0, float("nan")
+    return int(m.group(1)), to_ms(m.group(2) + m.group(3)) / 1000.0
+
+
+# cpu.tsv columns (bench/cpu.sh): ticks are CLK_TCK units; foreign = share of CPU 1 used by
+# anything but the measured proxy during the run (other work on the machine).
+CPU_COLS = ["config", "run", "requests", "seconds", "req_per_s", "utime_ticks", "stime_ticks",
+            "clk_tck", "cpu_us_per_req", "p50_ms", "p99_ms", "errors", "foreign_cpu1",
+            "cpu1_busy_ticks", "cpu0_busy_ticks", "load_before", "load_after", "disturbed",
+            "parts", "raw_file"]
+
+
+def cpu_line(args):
+    raw, config, run, utime, stime, clk, duration, b1, b0, la0, la1, max_foreign, parts = args
+    utime, stime, clk, b1, b0 = int(utime), int(stime), int(clk), int(b1), int(b0)
+    rps, p50, p99, errors = parse_wrk(raw)
+    requests, seconds = wrk_requests(raw)
+    proxy = utime + stime
+    us = proxy / clk * 1e6 / requests if requests and parts != "-" else float("nan")
+    window = float(duration) * clk
+    foreign = max(0.0, (b1 - proxy) / window) if window else float("nan")
+    # Only a proxy's run can be disturbed this way (direct leaves CPU 1 to whoever wants it).
+    disturbed = 1 if parts != "-" and foreign > float(max_foreign) else 0
+    vals = [config, run, requests, f"{seconds:.2f}", f"{rps:.1f}", utime, stime, clk, f"{us:.2f}",
+            f"{p50:.3f}", f"{p99:.3f}", errors, f"{foreign:.3f}", b1, b0, la0, la1, disturbed,
+            parts, os.path.basename(raw)]
+    return "\t".join(str(v) for v in vals)
+
+
+# Ratios of the CPU table: (numerator, denominator).
+CPU_RATIOS = [
+    ("router-default", "nginx"), ("router-default", "haproxy"), ("router-default", "floor"),
+    ("router-nolog", "nginx"), ("router-nolog", "haproxy"), ("router-nolog", "floor"),
+    ("router-default", "nginx-jsonlog"), ("router-default", "router-nolog"),
+    ("nginx-jsonlog", "nginx"), ("floor", "nginx"), ("floor", "haproxy"), ("haproxy", "nginx"),
+    ("edge-tls", "nginx-tls"), ("edge-tls-nolog", "nginx-tls"),
+    ("chain", "nginx-tls"), ("chain-nolog", "nginx-tls"), ("chain", "edge-tls"),
+]
+
+
+def cpu_summary(path):
+    rows = [dict(zip(CPU_COLS, l.rstrip("\n").split("\t"))) for l in open(path) if l.strip()]
+    order, by = [], {}
+    for r in rows:
+        if r["config"] not in by:
+            order.append(r["config"])
+        by.setdefault(r["config"], []).append(r)
+    out = ["| config | runs used (disturbed) | req/s | **CPU µs/req** (min–max) | user µs | sys µs "
+           "| proxy CPU % | p50 ms | p99 ms | errors | others on CPU 1 % |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    med = {}
+    for config in order:
+        all_runs = by[config]
+        runs = [r for r in all_runs if r["disturbed"] == "0"] or all_runs
+        ndist = sum(1 for r in all_runs if r["disturbed"] == "1")
+
+        def col(name, f=float):
+            return [f(r[name]) for r in runs]
+
+        def per_req(ticks_col):
+            return [int(r[ticks_col]) / int(r["clk_tck"]) * 1e6 / int(r["requests"])
+                    if int(r["requests"]) else float("nan") for r in runs]
+
+        has_proxy = runs[0]["parts"] != "-"
+        us = col("cpu_us_per_req")
+        user = statistics.median(per_req("utime_ticks"))
+        sys_ = statistics.median(per_req("stime_ticks"))
+        util = statistics.median([(int(r["utime_ticks"]) + int(r["stime_ticks"])) / int(r["clk_tck"])
+                                  / float(r["seconds"]) * 100 for r in runs])
+        m = {"us": statistics.median(us), "rps": statistics.median(col("req_per_s")),
+             "p50": statistics.median(col("p50_ms")), "p99": statistics.median(col("p99_ms"))}
+        med[config] = m
+        foreign = statistics.median(col("foreign_cpu1")) * 100
+        errors = sum(col("errors", int))
+        if has_proxy:
+            cells = [f"**{m['us']:.1f}** ({min(us):.1f}–{max(us):.1f})", f"{user:.1f}", f"{sys_:.1f}",
+                     f"{util:.0f}"]
+        else:
+            cells = ["– (no proxy)", "–", "–", "–"]
+        out.append(f"| {config} | {len(runs)} ({ndist}) | {m['rps']:,.0f} | " + " | ".join(cells) +
+                   f" | {m['p50']:.2f} | {m['p99']:.2f} | {errors} | {foreign:.0f} |")
+        # Per-tier split of a chain (edge + router).
+        if has_proxy and "," in runs[0]["parts"]:
+            split = {}
+            for r in runs:
+                for part in r["parts"].split(","):
+                    name, t = part.split("=")
+                    u, s = (int(x) for x in t.split("+"))
+                    split.setdefault(name, []).append(
+                        (u + s) / int(r["clk_tck"]) * 1e6 / int(r["requests"]))
+            for name, vals in split.items():
+                out.append(f"| &nbsp;&nbsp;↳ {name} part | | | {statistics.median(vals):.1f} | | | | | | | |")
+    pairs = [(a, b) for a, b in CPU_RATIOS if a in med and b in med]
+    if pairs:
+        out += ["", "| ratio (medians) | CPU µs/req | p99 | req/s |", "|---|---|---|---|"]
+        for a, b in pairs:
+            cr = med[a]["us"] / med[b]["us"] if med[b]["us"] else float("nan")
+            pr = med[a]["p99"] / med[b]["p99"] if med[b]["p99"] else float("nan")
+            rr = med[a]["rps"] / med[b]["rps"] if med[b]["rps"] else float("nan")
+            out.append(f"| {a} / {b} | **{cr:.2f}** | {pr:.2f} | {rr:.2f} |")
+    print("\n".join(out))
+
+
+def crate_of(dso, sym):
+    """Where a sample's time goes: the kernel, a shared library, or the Rust crate of the symbol."""
+    if dso.startswith("[kernel"):
+        return "kernel"
+    if sym.startswith("0x") or sym.startswith("[unknown"):
+        return "[unknown]"
+    if sym.startswith("mi_") or sym.startswith("_mi_") or "mimalloc" in sym:
+        return "mimalloc"
+    if ".so" in dso:
+        return dso
+    m = re.match(r"core::ptr::drop_in_place<(.*)>$", sym)
+    if m:
+        sym = m.group(1)
+    # `<&mut W as core::fmt::Write>::write_str`: a generic self type; the trait's crate says more.
+    m = re.match(r"<[&\s]*(?:mut )?[A-Z]\w{0,2} as ([^>]*)>", sym)
+    if m:
+        sym = m.group(1)
+    m = re.match(r"[<&\s]*(?:dyn |mut )?([A-Za-z_][A-Za-z0-9_]*)", sym)
+    return m.group(1) if m else sym
+
+
+# Inclusive shares from `perf script` call chains: where tandem's own phases and the big shared
+# costs sit (a sample counts once per pattern if any frame of its chain matches).
+PHASES = [(f"phase {n}", re.compile(r"<proxy::proxy::Proxy as pingora_proxy::proxy_trait::ProxyHttp>::"
+                                     + n + r"\b"))
+          for n in ["early_request_filter", "request_filter", "upstream_peer", "upstream_request_filter",
+                    "connected_to_upstream", "response_filter", "upstream_response_filter", "logging",
+                    "fail_to_proxy", "new_ctx"]] + [
+    ("forwarded headers (proxy::forwarded::apply_for_client)", re.compile(r"proxy::forwarded::apply_for_client")),
+    ("any frame of crate proxy (tandem's data path)", re.compile(r"(^|[<\s&])proxy::")),
+    ("tracing (access log formatting and writer)", re.compile(r"tracing")),
+    ("allocator (malloc/free, mimalloc)", re.compile(
+        r"^(mi_|_mi_|malloc|_int_malloc|_int_free|cfree|free|__libc_malloc|__GI___libc_malloc|__libc_free|"
+        r"realloc|malloc_consolidate|unlink_chunk)")),
+    ("tokio runtime (scheduler, tasks)", re.compile(r"tokio::runtime::(scheduler|task)")),
+    ("system calls (kernel, inclusive)", re.compile(r"entry_SYSCALL_64")),
+]
+
+
+def perf_chains(path):
+    chain = None
+    for line in open(path, errors="replace"):
+        if not line.strip():
+            if chain:
+                yield chain
+            chain = None
+        elif not line[0].isspace():
+            chain = []
+        elif chain is not None:
+            parts = line.split(None, 1)
+            chain.append(parts[1].strip() if len(parts) > 1 else "?")
+    if chain:
+        yield chain
+
+
+def perf_phases(config, cpu_us, script):
+    cpu_us = float(cpu_us)
+    n, inc, calls = 0, {}, {}
+    for chain in perf_chains(script):
+        n += 1
+        for name, pat in PHASES:
+            if any(pat.search(f) for f in chain):
+                inc[name] = inc.get(name, 0) + 1
+        for f in chain:
+            m = re.search(r"__x64_sys_(\w+)", f)
+            if m:
+                calls[m.group(1)] = calls.get(m.group(1), 0) + 1
+                break
+    if not n:
+        return
+    out = [f"Inclusive (call chains, {n} samples):", "", "| what | % of samples | µs/req |", "|---|---|---|"]
+    for name, _ in PHASES:
+        if inc.get(name):
+            out.append(f"| {name} | {inc[name] / n * 100:.1f} | {inc[name] / n * cpu_us:.2f} |")
+    for name, v in sorted(calls.items(), key=lambda kv: -kv[1])[:4]:
+        out.append(f"| syscall {name} | {v / n * 100:.1f} | {v / n * cpu_us:.2f} |")
+    print("\n".join(out) + "\n")
+
+
+def perf_summary(config, cpu_us, report, top):
+    cpu_us, top = float(cpu_us), int(top)
+    rows = []
+    for line in open(report):
+        m = re.match(r"\s+([\d.]+)%\s+(\S+)\s+\[(.)\]\s+(.*\S)", line)
+        if m:
+            rows.append((float(m.group(1)), m.group(2), m.group(4)))
+    total = sum(r[0] for r in rows) or 1.0
+    groups = {}
+    for pct, dso, sym in rows:
+        g = crate_of(dso, sym)
+        groups[g] = groups.get(g, 0.0) + pct
+    out = [f"#### {config}: {cpu_us:.1f} CPU µs per request", "",
+           f"Self time by crate / library ({total:.0f} % of the samples attributed):", "",
+           "| where | % of samples | µs/req |", "|---|---|---|"]
+    for g, pct in sorted(groups.items(), key=lambda kv: -kv[1]):
+        if pct >= 0.5:
+            out.append(f"| {g} | {pct:.1f} | {pct / 100 * cpu_us:.2f} |")
+    out += ["", f"Top {top} symbols (self time):", "", "| % | µs/req | where | symbol |", "|---|---|---|---|"]
+    for pct, dso, sym in sorted(rows, key=lambda r: -r[0])[:top]:
+        short = sym if len(sym) <= 110 else sym[:107] + "..."
+        short = short.replace("|", "\\|")
+        out.append(f"| {pct:.1f} | {pct / 100 * cpu_us:.2f} | {crate_of(dso, sym)} | `{short}` |")
+    print("\n".join(out) + "\n")
+
+
 def main():
     kind = sys.argv[1]
     if kind == "wrk":
@@ -169,6 +387,14 @@ def main():
         print(fmt_line(bench, config, run, "h2load", parse_h2load(raw, reqlog), raw))
     elif kind == "scale":
         scale_summary(sys.argv[2])
+    elif kind == "cpu":
+        print(cpu_line(sys.argv[2:15]))
+    elif kind == "perf":
+        perf_summary(*sys.argv[2:6])
+    elif kind == "perfphases":
+        perf_phases(*sys.argv[2:5])
+    elif kind == "cpusummary":
+        cpu_summary(sys.argv[2])
     elif kind == "summary":
         summary(sys.argv[2])
     else:

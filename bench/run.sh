@@ -2,18 +2,19 @@
 # Runs every tandem benchmark and writes bench/results/<UTC timestamp>/{results.tsv,scale.tsv,
 # summary.md,machine.txt,raw/}. Loopback only; every load run is bounded (wrk -d, h2load -D).
 #
-#   bench/run.sh                 everything (~8 min: proxy ~3.5, tiers ~3.5, scale ~1, plus the build)
-#   bench/run.sh proxy tiers     only some parts (proxy | tiers | scale)
+#   bench/run.sh                 everything (~16 min: proxy ~3.5, tiers ~3.5, scale ~1, cpu ~8, plus the build)
+#   bench/run.sh proxy tiers     only some parts (proxy | tiers | scale | cpu)
 #
 # Knobs (environment): RUNS=3 DURATION=10 WRK_THREADS=2 WRK_CONNS=64 H2_CONNS=32 H2_STREAMS=4
-# SCALE_SIZES="10 1000 5000" BENCH_PORT_BASE=39000 BENCH_NO_BUILD=1 (use existing binaries).
+# SCALE_SIZES="10 1000 5000" BENCH_PORT_BASE=39000 BENCH_NO_BUILD=1 (use existing binaries);
+# cpu part: CPU_WRK_THREADS=1 CPU_WRK_CONNS=32 CPU_MAX_FOREIGN=0.4 CPU_CONFIGS="..." (bench/cpu.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
 export RUNS="${RUNS:-3}" DURATION="${DURATION:-10}" WRK_THREADS="${WRK_THREADS:-2}"
 export WRK_CONNS="${WRK_CONNS:-64}" H2_CONNS="${H2_CONNS:-32}" H2_STREAMS="${H2_STREAMS:-4}"
 export BENCH_PORT_BASE="${BENCH_PORT_BASE:-39000}"
-parts=("$@"); ((${#parts[@]})) || parts=(proxy tiers scale)
+parts=("$@"); ((${#parts[@]})) || parts=(proxy tiers scale cpu)
 
 bench_install_tools
 bench_build
@@ -48,6 +49,7 @@ echo "load after: $(cut -d' ' -f1-3 /proc/loadavg); wall: $((SECONDS - start_s))
   echo "# tandem benchmark results $(basename "$RESULTS")"; echo
   sed 's/^/    /' "$RESULTS/machine.txt"; echo
   [[ -s "$RESULTS/results.tsv" ]] && python3 bench/parse.py summary "$RESULTS/results.tsv"
+  if [[ -s "$RESULTS/cpu.tsv" ]]; then echo "### CPU per request"; echo; python3 bench/parse.py cpusummary "$RESULTS/cpu.tsv"; echo; fi
   if [[ -s "$RESULTS/scale.tsv" ]]; then echo "### scale"; echo; python3 bench/parse.py scale "$RESULTS/scale.tsv"; fi
 } >"$RESULTS/summary.md"
 cat "$RESULTS/summary.md"

@@ -26,9 +26,9 @@ from e2e_lib import backend_objects, http_path, ingress, ingress_class, rule
 N_INGRESSES = int(os.environ.get("TANDEM_MEASURE_INGRESSES", "10000"))
 N_SECRETS = int(os.environ.get("TANDEM_MEASURE_SECRETS", "10000"))
 N_CERTS = 50
-# Changes measured on the small-store router (>= 100 for p99), and on the loaded one: each
-# change there is a full rebuild of ~20k Ingresses, ~2 s in a debug build, so only a few by
-# default unless the binaries are a release build.
+# Changes measured on the small-store router (>= 100 for p99), and on the loaded one (~20k
+# Ingresses; a change re-translates only the Ingress and hosts it touches, but a debug build is
+# still slow at this size), so only a few by default unless the binaries are a release build.
 _RELEASE = "release" in os.environ.get("TANDEM_BIN_DIR", "")
 N_CHANGES = int(os.environ.get("TANDEM_MEASURE_CHANGES", "100"))
 N_LOADED_CHANGES = int(os.environ.get("TANDEM_MEASURE_LOADED_CHANGES", "100" if _RELEASE else "8"))

@@ -151,8 +151,9 @@ fn watch_backoff() -> ResetTimerBackoff<watcher::ExponentialBackoff> {
     ResetTimerBackoff::new(builder.into(), Duration::from_secs(60))
 }
 
-/// Events arriving within this window after the first one are folded into one rebuild.
-const COALESCE: Duration = Duration::from_millis(50);
+/// Events arriving within this window after the first one are folded into one rebuild (a
+/// rebuild now costs in proportion to what changed, so the window can be short).
+const COALESCE: Duration = Duration::from_millis(10);
 
 /// Watches the API until the task is dropped.
 pub async fn run_api_sync(

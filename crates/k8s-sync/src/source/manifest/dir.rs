@@ -158,7 +158,10 @@ impl ManifestDir {
                 self.settling.remove(&path);
                 continue;
             }
-            if self.scanned && !known.contains(&stamp) {
+            // A path now naming another inode was replaced whole (written aside, then renamed
+            // over: editors, kubelet's volume swaps, `mv`): nothing to wait for.
+            let replaced = previous.is_some_and(|s| s.stamp.inode != stamp.inode);
+            if self.scanned && !known.contains(&stamp) && !replaced {
                 // Read a changed file only once it has stopped changing.
                 let had_objects = previous.is_some_and(|s| !s.objects.is_empty());
                 let wait = if stamp.len == 0 && had_objects {
