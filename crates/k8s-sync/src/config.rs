@@ -81,6 +81,8 @@ pub struct Route {
     pub forward_raw_path: bool,
     pub backend: BackendKey,
     pub ingress: IngressRef,
+    /// What the Ingress's annotations ask of this route (`None`: nothing).
+    pub policy: Option<std::sync::Arc<crate::annotations::RoutePolicy>>,
 }
 
 /// The `spec.defaultBackend` that won.

@@ -7,6 +7,7 @@
 //! atomic swap.
 #![forbid(unsafe_code)]
 
+pub mod annotations;
 pub mod config;
 pub mod events;
 pub mod object;
@@ -17,6 +18,7 @@ pub mod status;
 pub mod tier;
 pub mod translate;
 
+pub use annotations::RoutePolicy;
 pub use config::{
     BackendKey, BackendProtocol, DefaultBackend, EndpointSet, IngressRef, PathMatch,
     ResolvedBackend, Route, RoutingConfig, ServicePortRef, TlsBinding, TlsSecret,

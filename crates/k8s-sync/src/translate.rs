@@ -104,7 +104,8 @@ pub(crate) struct IngressOut {
     pub(crate) default_backend: Option<BackendKey>,
     /// `spec.tls` entries with a Secret name (edge tier only).
     pub(crate) tls: Vec<TlsBinding>,
-    /// Hosts of every `spec.tls` entry (with or without Secret).
+    /// Hosts of every `spec.tls` entry (with or without Secret), and with `force-ssl-redirect`
+    /// the rule hosts: the hosts whose redirect to HTTPS this Ingress decides on.
     pub(crate) tls_hosts: Vec<String>,
     pub(crate) redirect_on: bool,
     /// Problems of this Ingress alone (invalid host, path, backend, annotation, …).
@@ -148,6 +149,11 @@ pub(crate) fn parse_ingress(key: &ObjectKey, ing: &Ingress, settings: &TierSetti
     let Some(spec) = ing.spec.as_ref() else {
         return out;
     };
+    let ann = crate::annotations::parse(ing.metadata.annotations.as_ref());
+    for detail in &ann.problems {
+        out.problems
+            .push(problem(ProblemReason::InvalidAnnotation, detail.clone()));
+    }
     let forward_raw_path = match annotation(ing, NORMALIZE_PATH_ANNOTATION) {
         None | Some("true") => false,
         Some("false") => true,
@@ -162,7 +168,16 @@ pub(crate) fn parse_ingress(key: &ObjectKey, ing: &Ingress, settings: &TierSetti
         }
     };
     if settings.tier.reads_secrets() {
-        out.redirect_on = annotation(ing, SSL_REDIRECT_ANNOTATION) != Some("false");
+        out.redirect_on = ann.ssl_redirect;
+        if ann.force_ssl_redirect {
+            let rule_hosts = spec
+                .rules
+                .iter()
+                .flatten()
+                .filter_map(|r| r.host.as_deref());
+            out.tls_hosts
+                .extend(rule_hosts.filter_map(|h| normalize_host(h.trim()).ok()));
+        }
         for tls in spec.tls.iter().flatten() {
             let mut hosts = Vec::new();
             for h in tls.hosts.iter().flatten() {
@@ -220,8 +235,11 @@ pub(crate) fn parse_ingress(key: &ObjectKey, ing: &Ingress, settings: &TierSetti
         let Some(http) = &rule.http else { continue };
         let shown_host = if host.is_empty() { "*" } else { host.as_str() };
         for p in &http.paths {
-            let (path, implementation_specific) = match path_match(p.path.as_deref(), &p.path_type)
-            {
+            let routed = ann.regex_route(p.path.as_deref()).unwrap_or_else(|| {
+                let m = path_match(p.path.as_deref(), &p.path_type)?;
+                Ok((m.0, m.1, ann.policy.clone()))
+            });
+            let (path, implementation_specific, policy) = match routed {
                 Ok(m) => m,
                 Err((reason, detail)) => {
                     out.problems
@@ -247,6 +265,7 @@ pub(crate) fn parse_ingress(key: &ObjectKey, ing: &Ingress, settings: &TierSetti
                     forward_raw_path,
                     backend,
                     ingress: source.clone(),
+                    policy,
                 },
             ));
         }

@@ -13,6 +13,7 @@ pub mod policy;
 pub mod proxy;
 pub mod publish;
 pub mod request;
+pub mod route_policy;
 pub mod route_table;
 pub mod tls_authority;
 

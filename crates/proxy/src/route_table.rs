@@ -8,7 +8,9 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use k8s_sync::{BackendKey, IngressRef, PathMatch, Problem, ProblemReason, Route, RoutingConfig};
+use k8s_sync::{
+    BackendKey, IngressRef, PathMatch, Problem, ProblemReason, Route, RoutePolicy, RoutingConfig,
+};
 
 use prometheus::IntCounter;
 
@@ -28,6 +30,8 @@ pub struct RouteTarget {
     pub fallback: bool,
     /// Forward the path as the client wrote it instead of the normalised one.
     pub forward_raw_path: bool,
+    /// The Ingress's annotation policy (`None`: none, the common case).
+    pub policy: Option<Arc<RoutePolicy>>,
     pub metrics: Arc<RouteMetrics>,
 }
 
@@ -108,7 +112,11 @@ impl RouteTable {
         metrics: &Arc<Metrics>,
         previous: Option<&RouteTable>,
     ) -> (Self, Vec<Problem>) {
-        let target = |ingress: &IngressRef, key: &BackendKey, fallback: bool, raw: bool| {
+        let target = |ingress: &IngressRef,
+                      key: &BackendKey,
+                      fallback: bool,
+                      raw: bool,
+                      policy: Option<&Arc<RoutePolicy>>| {
             Some(Arc::new(RouteTarget {
                 backend: backends.get(key)?.clone(),
                 ingress: ingress.to_string().into(),
@@ -116,6 +124,7 @@ impl RouteTable {
                 ingress_name: ingress.name.as_str().into(),
                 fallback,
                 forward_raw_path: raw,
+                policy: policy.cloned(),
                 metrics: metrics.route_handles(
                     &ingress.namespace,
                     &ingress.name,
@@ -136,6 +145,7 @@ impl RouteTable {
                     &route.backend,
                     fallback,
                     route.forward_raw_path,
+                    route.policy.as_ref(),
                 ) else {
                     continue;
                 };
@@ -176,7 +186,7 @@ impl RouteTable {
             .cloned()
             .unwrap_or_else(|| build_paths(&config.hostless, true));
         if let Some(db) = &config.default_backend {
-            table.default_backend = target(&db.ingress, &db.backend, true, false);
+            table.default_backend = target(&db.ingress, &db.backend, true, false, None);
         }
         match previous.filter(|p| Arc::ptr_eq(&p.fallback_source, &config.known_hosts)) {
             Some(p) => table.fallback_by_host = p.fallback_by_host.clone(),

@@ -29,6 +29,10 @@ pub struct RequestCtx {
     pub(crate) authority: String,
     /// The normalised path, when it differs from the one the client sent.
     pub(crate) normalized_path: Option<String>,
+    /// `Access-Control-Allow-Origin` for the response, when the route's CORS allows the origin.
+    pub(crate) cors_origin: Option<http::HeaderValue>,
+    /// Request body bytes seen, when the route limits the body size.
+    pub(crate) body_bytes: u64,
     pub(crate) _in_flight: InFlightGuard,
 }
 
@@ -48,6 +52,8 @@ impl RequestCtx {
             local_reason: None,
             authority: String::new(),
             normalized_path: None,
+            cors_origin: None,
+            body_bytes: 0,
             _in_flight: in_flight,
         }
     }

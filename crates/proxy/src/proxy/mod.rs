@@ -2,6 +2,7 @@
 //! (`crate::request`), the tier's policy hook, one `load()` of the published route table,
 //! endpoint choice, forwarded headers, local responses, error classification and the access log.
 
+mod annotated;
 mod context;
 mod in_flight;
 mod local;
@@ -32,6 +33,7 @@ use crate::forwarded::{self, Hop, TrustedProxies};
 use crate::metrics::Metrics;
 use crate::policy::{LocalAnswer, PolicyRequest, TierPolicy};
 use crate::request::{self, HeadLimits, Reject};
+use crate::route_policy;
 use crate::route_table::RouteTable;
 use crate::tls_authority::TlsAuthority;
 
@@ -238,6 +240,12 @@ impl ProxyHttp for Proxy {
             local::respond(session, 404, message, &ctx.request_id, false).await?;
             return Ok(true);
         };
+        if let Some(policy) = &route.policy
+            && annotated::answer(session, ctx, policy).await?
+        {
+            ctx.route = Some(route);
+            return Ok(true);
+        }
         if !route.backend.has_endpoints() {
             ctx.local_reason = Some("no_endpoints");
             ctx.route = Some(route);
@@ -278,13 +286,20 @@ impl ProxyHttp for Proxy {
         ctx.attempt_started = Some(Instant::now());
         let mut peer = HttpPeer::new(addr, false, String::new());
         let o = &mut peer.options;
-        o.connection_timeout = Some(self.settings.connect_timeout);
-        o.read_timeout = Some(self.settings.read_timeout);
-        o.write_timeout = Some(self.settings.write_timeout);
-        o.idle_timeout = Some(self.settings.upstream_idle_timeout);
-        let protocol = self
-            .settings
-            .upstream_protocol
+        let policy = route.policy.as_deref();
+        let s = &self.settings;
+        o.connection_timeout = policy
+            .and_then(|p| p.connect_timeout)
+            .or(Some(s.connect_timeout));
+        o.read_timeout = policy.and_then(|p| p.read_timeout).or(Some(s.read_timeout));
+        o.write_timeout = policy
+            .and_then(|p| p.send_timeout)
+            .or(Some(s.write_timeout));
+        o.idle_timeout = Some(s.upstream_idle_timeout);
+        // The route's `backend-protocol` annotation, else the flag, else the port's appProtocol.
+        let protocol = policy
+            .and_then(|p| p.backend_protocol)
+            .or(s.upstream_protocol)
             .unwrap_or_else(|| route.backend.protocol());
         if session.is_upgrade_req() {
             // An upgrade takes a connection of its own: handing it a pooled keep-alive
@@ -382,6 +397,30 @@ impl ProxyHttp for Proxy {
             // RFC 9112 §3.2.2: the target's authority replaces Host.
             upstream_request.insert_header(header::HOST, ctx.authority.as_str())?;
         }
+        if let Some(policy) = ctx.route.as_ref().and_then(|r| r.policy.as_deref()) {
+            let req = session.req_header();
+            let path = ctx
+                .normalized_path
+                .as_deref()
+                .unwrap_or_else(|| req.uri.path());
+            route_policy::upstream_request(policy, upstream_request, path)?;
+        }
+        Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(policy) = ctx.route.as_ref().and_then(|r| r.policy.as_deref())
+            && let Err(e) = route_policy::count_body(policy, &mut ctx.body_bytes, body.as_ref())
+        {
+            ctx.local_reason = Some("body_too_large");
+            return Err(e);
+        }
         Ok(())
     }
 
@@ -392,6 +431,9 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         upstream_response.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        if let Some(policy) = ctx.route.as_ref().and_then(|r| r.policy.as_deref()) {
+            route_policy::response(policy, upstream_response, ctx.cors_origin.as_ref())?;
+        }
         // pingora writes `Date` (cached once a second) on every response.
         if !upstream_response.headers.contains_key(header::SERVER) {
             upstream_response.insert_header(header::SERVER, SERVER_NAME)?;

@@ -40,6 +40,8 @@ pub fn status_for(t: &ErrorType, source: &ErrorSource) -> u16 {
 pub fn message_for(status: u16) -> &'static str {
     match status {
         400 => "Bad Request",
+        403 => "Forbidden: the client address is not allowed on this route",
+        413 => "Content Too Large: the request body is larger than this route allows",
         414 => "URI Too Long",
         421 => "Misdirected Request: the certificate of this connection does not cover this host",
         431 => "Request Header Fields Too Large",

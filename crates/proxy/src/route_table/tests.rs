@@ -21,6 +21,7 @@ fn route(path: PathMatch, svc: &str) -> Route {
             namespace: "default".into(),
             name: format!("ing-{svc}"),
         },
+        policy: None,
     }
 }
 
