@@ -25,7 +25,9 @@ ECHO=$((B + 5)); PROXY=$((B + 74))
 for p in $ECHO $PROXY $((PROXY + 100)); do
   port_free "$p" || { echo "bench: port $p busy (set BENCH_PORT_BASE)" >&2; exit 1; }
 done
-trap bench_cleanup EXIT INT TERM
+trap bench_cleanup EXIT
+# Ctrl-C or a kill: stop (the EXIT trap cleans up) instead of carrying on against dead processes.
+trap 'exit 143' INT TERM
 start echo "$BENCH_TMP/echo.log" taskset -c 0 "$BIN/echo-backend" --listen "127.0.0.1:$ECHO" --service echo
 mkdir -p "$BENCH_TMP/manifests"
 { manifest_service echo "$ECHO"; manifest_fallback_ingress fallback echo; } >"$BENCH_TMP/manifests/router.yaml"

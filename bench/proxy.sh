@@ -14,7 +14,9 @@ source "$(dirname "$0")/lib.sh"
 : "${RESULTS:=$ROOT/bench/results/proxy-$(date +%Y%m%d-%H%M%S)}"
 mkdir -p "$RESULTS/raw"
 bench_tmp
-trap bench_cleanup EXIT INT TERM
+trap bench_cleanup EXIT
+# Ctrl-C or a kill: stop (the EXIT trap cleans up) instead of carrying on against dead processes.
+trap 'exit 143' INT TERM
 
 B=$BENCH_PORT_BASE
 ECHO=$((B + 1)); NGINX=$((B + 20)); HAPROXY=$((B + 30))
