@@ -31,7 +31,7 @@ pub enum HostMatch {
 
 impl<T> HostMap<T> {
     /// The entry of a configured host: lowercase, `*.suffix` for a wildcard.
-    pub fn entry(&mut self, host: &str) -> std::collections::hash_map::Entry<'_, Box<str>, T> {
+    fn entry(&mut self, host: &str) -> std::collections::hash_map::Entry<'_, Box<str>, T> {
         match host.strip_prefix("*.") {
             Some(suffix) => self.wildcard.entry(suffix.into()),
             None => self.exact.entry(host.into()),

@@ -129,10 +129,6 @@ impl Translator {
         }
     }
 
-    pub fn settings(&self) -> &TierSettings {
-        &self.settings
-    }
-
     /// Translates everything, ignoring what was kept (the snapshot's change log is left as is).
     pub fn translate_all(mut self, snapshot: &Snapshot) -> Translation {
         let keys: Vec<ObjectKey> = snapshot.ingresses.keys().cloned().collect();
