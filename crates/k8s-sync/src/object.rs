@@ -319,6 +319,50 @@ impl Snapshot {
         }
     }
 
+    /// Whether the snapshot holds exactly this object (same key, same content).
+    pub fn holds(&self, obj: &Object) -> bool {
+        let key = obj.key();
+        match obj {
+            Object::Ingress(o) => self.ingresses.get(&key) == Some(&**o),
+            Object::IngressClass(o) => self.ingress_classes.get(&key) == Some(&**o),
+            Object::Service(o) => self.services.get(&key) == Some(&**o),
+            Object::EndpointSlice(o) => self.endpoint_slices.get(&key) == Some(&**o),
+            Object::Endpoints(o) => self.endpoints.get(&key) == Some(&**o),
+            Object::Secret(o) => self.secrets.get(&key) == Some(&**o),
+        }
+    }
+
+    /// Removes an object of a kind and hands it back.
+    pub fn take(&mut self, kind: Kind, key: &ObjectKey) -> Option<Object> {
+        self.changes.record(kind, key);
+        match kind {
+            Kind::Ingress => self
+                .ingresses
+                .remove(key)
+                .map(|o| Object::Ingress(Box::new(o))),
+            Kind::IngressClass => self
+                .ingress_classes
+                .remove(key)
+                .map(|o| Object::IngressClass(Box::new(o))),
+            Kind::Service => self
+                .services
+                .remove(key)
+                .map(|o| Object::Service(Box::new(o))),
+            Kind::EndpointSlice => self
+                .endpoint_slices
+                .remove(key)
+                .map(|o| Object::EndpointSlice(Box::new(o))),
+            Kind::Endpoints => self
+                .endpoints
+                .remove(key)
+                .map(|o| Object::Endpoints(Box::new(o))),
+            Kind::Secret => self
+                .secrets
+                .remove(key)
+                .map(|o| Object::Secret(Box::new(o))),
+        }
+    }
+
     /// Removes an object of a kind; returns whether it was there.
     pub fn remove(&mut self, kind: Kind, key: &ObjectKey) -> bool {
         self.changes.record(kind, key);

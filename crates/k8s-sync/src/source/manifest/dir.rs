@@ -9,7 +9,7 @@
 //! [`MAX_DIR_DEPTH`] directories, and a file is read only once it has stopped changing (see
 //! [`SETTLE`]), so a file rewritten in place is not read half-written.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -19,7 +19,7 @@ use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess,
 use serde_json::{Map, Number, Value};
 
 use super::flow_depth::{Exceeded, prescan};
-use crate::object::{Object, Snapshot};
+use crate::object::{Kind, Object, ObjectKey, Snapshot};
 
 /// Largest manifest file read, in bytes (16 MiB). The API server refuses requests over 3 MiB and
 /// etcd objects over 1.5 MiB, so this holds several thousand ordinary objects per file; a larger
@@ -73,18 +73,39 @@ impl fmt::Display for FileProblem {
 
 /// What identifies one version of a file without reading it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-struct FileStamp {
+pub(crate) struct FileStamp {
     modified: Option<SystemTime>,
     len: u64,
     inode: u64,
 }
 
+/// An object's identity across files.
+type ObjectId = (Kind, ObjectKey);
+
 #[derive(Debug)]
 struct FileState {
     stamp: FileStamp,
-    /// Objects of the last good read; kept while the file is broken.
-    objects: Vec<Object>,
+    /// When this version was seen.
+    read_at: Instant,
+    /// The objects of the last good read (each once, in document order); they stay in force
+    /// while the file is broken.
+    objects: Vec<ObjectId>,
+    /// Those of its objects an earlier file also defines: not in force, kept to take over if
+    /// the earlier file lets go of them.
+    shadowed: HashMap<ObjectId, Object>,
     problem: Option<FileProblem>,
+}
+
+impl FileState {
+    fn new(stamp: FileStamp) -> Self {
+        Self {
+            stamp,
+            read_at: Instant::now(),
+            objects: Vec::new(),
+            shadowed: HashMap::new(),
+            problem: None,
+        }
+    }
 }
 
 /// The result of one rescan.
@@ -99,11 +120,21 @@ pub struct Rescan {
     pub settling: bool,
 }
 
-/// A directory of manifests and the last good objects of each file in it.
+/// A directory of manifests, the last good objects of each file in it, and the one snapshot of
+/// the objects in force, changed in place (so the translator sees only what changed).
 #[derive(Debug)]
 pub struct ManifestDir {
     root: PathBuf,
     files: BTreeMap<PathBuf, FileState>,
+    snapshot: Snapshot,
+    /// The files defining each object, in path order: the first file's object is in force.
+    defined_in: HashMap<ObjectId, BTreeSet<PathBuf>>,
+    /// Objects defined by more than one file.
+    duplicated: BTreeSet<ObjectId>,
+    /// Objects a file defines twice (the first stays), by file.
+    repeated: BTreeMap<PathBuf, Vec<FileProblem>>,
+    /// How many files show each version read, so content renamed or linked in is recognised.
+    stamps: HashMap<FileStamp, usize>,
     /// Changed files not read yet: the stamp seen and since when it has not changed.
     settling: BTreeMap<PathBuf, (FileStamp, Instant)>,
     /// Problems of the directory walk (symlink loops, too deep), as of the last rescan.
@@ -118,6 +149,11 @@ impl ManifestDir {
         Self {
             root: root.into(),
             files: BTreeMap::new(),
+            snapshot: Snapshot::default(),
+            defined_in: HashMap::new(),
+            duplicated: BTreeSet::new(),
+            repeated: BTreeMap::new(),
+            stamps: HashMap::new(),
             settling: BTreeMap::new(),
             walk_problems: BTreeSet::new(),
             scanned: false,
@@ -134,94 +170,170 @@ impl ManifestDir {
         self
     }
 
-    /// Re-reads files whose stamp changed (once it has settled), forgets deleted ones.
+    /// Walks the whole directory, then re-reads files whose stamp changed (once they have
+    /// settled) and forgets deleted ones.
     pub fn rescan(&mut self) -> std::io::Result<Rescan> {
-        let mut found = BTreeMap::new();
-        let mut walk_problems = BTreeSet::new();
-        collect_files(&self.root, &mut found, &mut walk_problems)?;
+        let walked = Walked::read(&self.root)?;
+        Ok(self.apply_walk(walked))
+    }
+
+    /// Applies a walk of the directory made by [`Walked::read`] (possibly on another thread):
+    /// files whose stamp differs from what was read are read again, files not found are
+    /// forgotten.
+    pub fn apply_walk(&mut self, walked: Walked) -> Rescan {
+        let Walked {
+            files: found,
+            problems: walk_problems,
+            started,
+        } = walked;
         let mut out = Rescan::default();
         out.new_problems
             .extend(walk_problems.difference(&self.walk_problems).cloned());
         self.walk_problems = walk_problems;
-        // Versions already read: a path showing one of them is a rename (or a hard link) of
-        // content that has settled, so it is read at once (a renamed file never blinks).
-        let known: std::collections::HashSet<FileStamp> =
-            self.files.values().map(|s| s.stamp).collect();
-        let before = self.files.len();
-        self.files.retain(|path, _| found.contains_key(path));
+        // A walk made on another thread may be older than what file events have shown since:
+        // a file read after the walk started is newer than the walk's view of it.
+        let gone: Vec<PathBuf> = self
+            .files
+            .iter()
+            .filter(|(path, state)| !found.contains_key(*path) && state.read_at < started)
+            .map(|(path, _)| path.clone())
+            .collect();
         self.settling.retain(|path, _| found.contains_key(path));
-        out.changed |= self.files.len() != before;
-        let now = Instant::now();
+        // Files found first: content renamed from a file now gone is still recognised.
         for (path, stamp) in found {
-            let previous = self.files.get(&path);
-            if previous.is_some_and(|s| s.stamp == stamp) {
-                self.settling.remove(&path);
+            if self.files.get(&path).is_some_and(|s| s.read_at >= started) {
                 continue;
             }
-            // A path now naming another inode was replaced whole (written aside, then renamed
-            // over: editors, kubelet's volume swaps, `mv`): nothing to wait for.
-            let replaced = previous.is_some_and(|s| s.stamp.inode != stamp.inode);
-            if self.scanned && !known.contains(&stamp) && !replaced {
-                // Read a changed file only once it has stopped changing.
-                let had_objects = previous.is_some_and(|s| !s.objects.is_empty());
-                let wait = if stamp.len == 0 && had_objects {
-                    self.empty_settle
-                } else {
-                    self.settle
-                };
-                let since = match self.settling.get(&path) {
-                    Some((seen, since)) if *seen == stamp => *since,
-                    _ => {
-                        self.settling.insert(path.clone(), (stamp, now));
-                        now
+            self.visit(path, stamp, false, &mut out);
+        }
+        for path in &gone {
+            self.forget_file(path);
+        }
+        out.changed |= !gone.is_empty();
+        self.scanned = true;
+        out
+    }
+
+    /// Looks at the given paths only (each changed, by a file event): `complete` ones were
+    /// closed after writing or moved in, so they are read without waiting to settle. Returns
+    /// `None` when a path is not a plain manifest file directly in the directory, nor one
+    /// already known: then only a whole walk gives the right answer.
+    pub fn rescan_paths<'a>(
+        &mut self,
+        paths: impl IntoIterator<Item = (&'a Path, bool)>,
+    ) -> Option<Rescan> {
+        let mut out = Rescan::default();
+        let mut checked = Vec::new();
+        for (path, complete) in paths {
+            let known = self.files.contains_key(path) || self.settling.contains_key(path);
+            let plain = path.parent() == Some(self.root.as_path())
+                && is_manifest(path)
+                && !path
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+            if !(known || plain) {
+                return None;
+            }
+            // Follows a symlink, like the walk; a directory needs the walk.
+            match std::fs::metadata(path) {
+                Ok(meta) if meta.is_file() => checked.push((path, Some(stamp_of(&meta)), complete)),
+                Ok(_) => return None,
+                Err(_) => checked.push((path, None, complete)),
+            }
+        }
+        for (path, stamp, complete) in checked {
+            match stamp {
+                Some(stamp) => self.visit(path.to_owned(), stamp, complete, &mut out),
+                None => {
+                    self.settling.remove(path);
+                    if self.files.contains_key(path) {
+                        self.forget_file(path);
+                        out.changed = true;
                     }
-                };
-                if now.duration_since(since) < wait {
-                    out.settling = true;
-                    continue;
-                }
-            }
-            let parsed = read_manifest(&path, stamp.len);
-            // Changed while being read: read it again once it settles.
-            if self.scanned && file_stamp(&path) != Some(stamp) {
-                self.settling.remove(&path);
-                out.settling = true;
-                continue;
-            }
-            self.settling.remove(&path);
-            match parsed {
-                Ok(objects) => {
-                    self.files.insert(
-                        path,
-                        FileState {
-                            stamp,
-                            objects,
-                            problem: None,
-                        },
-                    );
-                    out.changed = true;
-                }
-                Err(problem) => {
-                    out.new_problems.push(problem.clone());
-                    // Keep the objects of the last good read, if any.
-                    let objects = self
-                        .files
-                        .remove(&path)
-                        .map(|s| s.objects)
-                        .unwrap_or_default();
-                    self.files.insert(
-                        path,
-                        FileState {
-                            stamp,
-                            objects,
-                            problem: Some(problem),
-                        },
-                    );
                 }
             }
         }
-        self.scanned = true;
-        Ok(out)
+        Some(out)
+    }
+
+    /// Paths waiting to settle, to look at again after a short tick.
+    pub fn settling_paths(&self) -> Vec<PathBuf> {
+        self.settling.keys().cloned().collect()
+    }
+
+    /// Reads a file seen with `stamp` unless that version was read already; a changed file is
+    /// read only once it has settled, unless it is `complete` or shows content already read.
+    fn visit(&mut self, path: PathBuf, stamp: FileStamp, complete: bool, out: &mut Rescan) {
+        let previous = self.files.get(&path);
+        if previous.is_some_and(|s| s.stamp == stamp) {
+            self.settling.remove(&path);
+            return;
+        }
+        // A path now naming another inode was replaced whole (written aside, then renamed
+        // over: editors, kubelet's volume swaps, `mv`): nothing to wait for. Nor for a version
+        // already read under another path (a rename or a hard link of settled content).
+        let replaced = previous.is_some_and(|s| s.stamp.inode != stamp.inode);
+        let known = self.stamps.contains_key(&stamp);
+        if self.scanned && !complete && !known && !replaced {
+            // Read a changed file only once it has stopped changing.
+            let had_objects = previous.is_some_and(|s| !s.objects.is_empty());
+            let wait = if stamp.len == 0 && had_objects {
+                self.empty_settle
+            } else {
+                self.settle
+            };
+            let now = Instant::now();
+            let since = match self.settling.get(&path) {
+                Some((seen, since)) if *seen == stamp => *since,
+                _ => {
+                    self.settling.insert(path.clone(), (stamp, now));
+                    now
+                }
+            };
+            if now.duration_since(since) < wait {
+                out.settling = true;
+                return;
+            }
+        }
+        let parsed = read_manifest(&path, stamp.len);
+        // Changed while being read: read it again once it settles.
+        if self.scanned && file_stamp(&path) != Some(stamp) {
+            self.settling.remove(&path);
+            out.settling = true;
+            return;
+        }
+        self.settling.remove(&path);
+        self.set_stamp(&path, stamp);
+        match parsed {
+            Ok(objects) => {
+                if let Some(state) = self.files.get_mut(&path) {
+                    state.problem = None;
+                }
+                self.set_file_objects(&path, objects);
+                out.changed = true;
+            }
+            Err(problem) => {
+                // The objects of the last good read, if any, stay in force.
+                out.new_problems.push(problem.clone());
+                if let Some(state) = self.files.get_mut(&path) {
+                    state.problem = Some(problem);
+                }
+            }
+        }
+    }
+
+    /// Records the version of a file read now (adding the file if new).
+    fn set_stamp(&mut self, path: &Path, stamp: FileStamp) {
+        let state = self
+            .files
+            .entry(path.to_owned())
+            .or_insert_with(|| FileState::new(stamp));
+        state.read_at = Instant::now();
+        let old = std::mem::replace(&mut state.stamp, stamp);
+        if old != stamp || !self.stamps.contains_key(&stamp) {
+            forget_stamp(&mut self.stamps, old);
+            *self.stamps.entry(stamp).or_default() += 1;
+        }
     }
 
     /// Files that are currently broken (their last good objects are in force), and problems of
@@ -233,26 +345,166 @@ impl ManifestDir {
             .chain(self.walk_problems.iter())
     }
 
-    /// All objects in force. An object defined in two files is taken from the first file in
-    /// path order and the other is reported.
-    pub fn snapshot(&self) -> (Snapshot, Vec<FileProblem>) {
-        let mut snap = Snapshot::default();
-        let mut dups = Vec::new();
-        for (path, state) in &self.files {
-            for obj in &state.objects {
-                let (kind, key) = (obj.kind(), obj.key());
-                if !snap.insert(obj.clone()) {
-                    dups.push(FileProblem {
-                        file: path.clone(),
-                        document: None,
-                        reason: format!(
-                            "{kind} {key} is defined in an earlier file; this one is ignored"
-                        ),
-                    });
+    /// The objects in force, with what changed since the translator last looked. An object
+    /// defined in two files is taken from the first file in path order (see
+    /// [`ManifestDir::duplicates`]).
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.snapshot
+    }
+
+    pub fn snapshot_mut(&mut self) -> &mut Snapshot {
+        &mut self.snapshot
+    }
+
+    /// Objects ignored because an earlier file (or an earlier document of the same file)
+    /// defines them too.
+    pub fn duplicates(&self) -> Vec<FileProblem> {
+        let mut out: Vec<FileProblem> = self.repeated.values().flatten().cloned().collect();
+        for id in &self.duplicated {
+            let Some(files) = self.defined_in.get(id) else {
+                continue;
+            };
+            out.extend(
+                files
+                    .iter()
+                    .skip(1)
+                    .map(|file| duplicate_problem(file, id, "file")),
+            );
+        }
+        out
+    }
+
+    /// Puts a file's newly read objects in force (where no earlier file defines them) and
+    /// withdraws those it no longer defines.
+    fn set_file_objects(&mut self, path: &Path, objects: Vec<Object>) {
+        let mut ids = Vec::with_capacity(objects.len());
+        let mut seen: HashSet<ObjectId> = HashSet::with_capacity(objects.len());
+        let mut repeated = Vec::new();
+        let mut kept = Vec::with_capacity(objects.len());
+        for obj in objects {
+            let id = (obj.kind_enum(), obj.key());
+            if seen.insert(id.clone()) {
+                ids.push(id);
+                kept.push(obj);
+            } else {
+                repeated.push(duplicate_problem(path, &id, "document of this file"));
+            }
+        }
+        let before = self
+            .files
+            .get_mut(path)
+            .map(|f| std::mem::take(&mut f.objects))
+            .unwrap_or_default();
+        for id in before.iter().filter(|id| !seen.contains(*id)) {
+            self.release(path, id);
+        }
+        for (id, obj) in ids.iter().zip(kept) {
+            self.claim(path, id, obj);
+        }
+        if let Some(f) = self.files.get_mut(path) {
+            f.objects = ids;
+        }
+        if repeated.is_empty() {
+            self.repeated.remove(path);
+        } else {
+            self.repeated.insert(path.to_owned(), repeated);
+        }
+    }
+
+    /// Withdraws every object of a file that is gone.
+    fn forget_file(&mut self, path: &Path) {
+        if let Some(state) = self.files.get(path) {
+            for id in state.objects.clone() {
+                self.release(path, &id);
+            }
+        }
+        if let Some(state) = self.files.remove(path) {
+            forget_stamp(&mut self.stamps, state.stamp);
+        }
+        self.repeated.remove(path);
+    }
+
+    /// A file defines an object: in force if no earlier file defines it.
+    fn claim(&mut self, path: &Path, id: &ObjectId, obj: Object) {
+        let owners = self.defined_in.entry(id.clone()).or_default();
+        let previous_first = owners.first().cloned();
+        owners.insert(path.to_owned());
+        let first = owners.first().is_some_and(|p| p == path);
+        if owners.len() > 1 {
+            self.duplicated.insert(id.clone());
+        }
+        match previous_first {
+            Some(prev) if prev == path => {
+                if !self.snapshot.holds(&obj) {
+                    self.snapshot.upsert(obj);
+                }
+            }
+            Some(prev) if first => {
+                // This file comes before the one whose object was in force: that one's object
+                // is shadowed from now on.
+                if let Some(old) = self.snapshot.take(id.0, &id.1)
+                    && let Some(f) = self.files.get_mut(&prev)
+                {
+                    f.shadowed.insert(id.clone(), old);
+                }
+                self.snapshot.upsert(obj);
+            }
+            None => self.snapshot.upsert(obj),
+            Some(_) => {
+                if let Some(f) = self.files.get_mut(path) {
+                    f.shadowed.insert(id.clone(), obj);
                 }
             }
         }
-        (snap, dups)
+    }
+
+    /// A file no longer defines an object: the next file defining it takes over, if any.
+    fn release(&mut self, path: &Path, id: &ObjectId) {
+        if let Some(f) = self.files.get_mut(path) {
+            f.shadowed.remove(id);
+        }
+        let Some(owners) = self.defined_in.get_mut(id) else {
+            return;
+        };
+        let was_first = owners.first().is_some_and(|p| p == path);
+        owners.remove(path);
+        let next = owners.first().cloned();
+        if owners.len() <= 1 {
+            self.duplicated.remove(id);
+        }
+        if next.is_none() {
+            self.defined_in.remove(id);
+        }
+        if !was_first {
+            return;
+        }
+        let successor = next.and_then(|n| self.files.get_mut(&n)?.shadowed.remove(id));
+        match successor {
+            Some(obj) => self.snapshot.upsert(obj),
+            None => {
+                self.snapshot.remove(id.0, &id.1);
+            }
+        }
+    }
+}
+
+fn forget_stamp(stamps: &mut HashMap<FileStamp, usize>, stamp: FileStamp) {
+    if let Some(n) = stamps.get_mut(&stamp) {
+        *n -= 1;
+        if *n == 0 {
+            stamps.remove(&stamp);
+        }
+    }
+}
+
+fn duplicate_problem(file: &Path, (kind, key): &ObjectId, earlier: &str) -> FileProblem {
+    FileProblem {
+        file: file.to_owned(),
+        document: None,
+        reason: format!(
+            "{} {key} is defined in an earlier {earlier}; this one is ignored",
+            kind.as_str()
+        ),
     }
 }
 
@@ -281,20 +533,33 @@ fn file_stamp(path: &Path) -> Option<FileStamp> {
 /// order. A directory is read once per walk (by device and inode): a symlink back to a directory
 /// being walked is a loop, reported and not followed; a second path to a directory already read
 /// is skipped. Deeper than [`MAX_DIR_DEPTH`] is reported and not read.
-fn collect_files(
-    root: &Path,
-    out: &mut BTreeMap<PathBuf, FileStamp>,
-    problems: &mut BTreeSet<FileProblem>,
-) -> std::io::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(root)?;
-    let mut walk = Walk {
-        out,
-        problems,
-        visited: BTreeSet::from([(meta.dev(), meta.ino())]),
-        ancestors: vec![(meta.dev(), meta.ino())],
-    };
-    walk.dir(root, 0)
+/// The manifest files found by one walk of the directory, and the walk's problems.
+#[derive(Debug)]
+pub struct Walked {
+    files: BTreeMap<PathBuf, FileStamp>,
+    problems: BTreeSet<FileProblem>,
+    started: Instant,
+}
+
+impl Walked {
+    /// Walks a manifest directory (blocking file-system calls: run it off the async threads).
+    pub fn read(root: &Path) -> std::io::Result<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(root)?;
+        let mut walked = Walked {
+            files: BTreeMap::new(),
+            problems: BTreeSet::new(),
+            started: Instant::now(),
+        };
+        let mut walk = Walk {
+            out: &mut walked.files,
+            problems: &mut walked.problems,
+            visited: BTreeSet::from([(meta.dev(), meta.ino())]),
+            ancestors: vec![(meta.dev(), meta.ino())],
+        };
+        walk.dir(root, 0)?;
+        Ok(walked)
+    }
 }
 
 struct Walk<'a> {
@@ -532,25 +797,25 @@ mod tests {
         let mut md = ManifestDir::new(dir.path()).without_settling();
         let r = md.rescan().unwrap();
         assert!(r.changed && r.new_problems.is_empty());
-        assert_eq!(md.snapshot().0.services.len(), 2);
+        assert_eq!(md.snapshot().services.len(), 2);
 
         // Break the second document: the file is reported, its old objects stay.
         std::fs::write(&file, format!("{SVC}---\nkind: [oops\n")).unwrap();
         let r = md.rescan().unwrap();
         assert_eq!(r.new_problems.len(), 1);
         assert_eq!(r.new_problems[0].document, Some(1));
-        assert_eq!(md.snapshot().0.services.len(), 2);
+        assert_eq!(md.snapshot().services.len(), 2);
 
         // Fix it: only one Service now.
         std::fs::write(&file, SVC).unwrap();
         assert!(md.rescan().unwrap().changed);
-        assert_eq!(md.snapshot().0.services.len(), 1);
+        assert_eq!(md.snapshot().services.len(), 1);
         assert_eq!(md.problems().count(), 0);
 
         // Delete: gone.
         std::fs::remove_file(&file).unwrap();
         assert!(md.rescan().unwrap().changed);
-        assert!(md.snapshot().0.services.is_empty());
+        assert!(md.snapshot().services.is_empty());
     }
 
     #[test]
@@ -560,10 +825,108 @@ mod tests {
         std::fs::write(dir.path().join("2.yml"), SVC).unwrap();
         let mut md = ManifestDir::new(dir.path());
         md.rescan().unwrap();
-        let (snap, dups) = md.snapshot();
+        let (snap, dups) = (md.snapshot(), md.duplicates());
         assert_eq!(snap.services.len(), 1);
         assert_eq!(dups.len(), 1);
         assert!(dups[0].file.ends_with("2.yml"));
+    }
+
+    #[test]
+    fn a_shadowed_duplicate_takes_over_when_the_first_file_lets_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let port = |p: u16| SVC.replace("port: 80", &format!("port: {p}"));
+        let ports = |md: &ManifestDir| -> Vec<i32> {
+            md.snapshot()
+                .services
+                .values()
+                .flat_map(|s| {
+                    s.spec
+                        .as_ref()
+                        .unwrap()
+                        .ports
+                        .as_ref()
+                        .unwrap()
+                        .iter()
+                        .map(|p| p.port)
+                })
+                .collect()
+        };
+        std::fs::write(dir.path().join("2.yaml"), port(82)).unwrap();
+        let mut md = ManifestDir::new(dir.path()).without_settling();
+        md.rescan().unwrap();
+        assert_eq!(ports(&md), [82]);
+        // An earlier file defines it too: that one is in force, the later one reported.
+        std::fs::write(dir.path().join("1.yaml"), port(81)).unwrap();
+        md.rescan().unwrap();
+        assert_eq!(ports(&md), [81]);
+        assert_eq!(md.duplicates().len(), 1);
+        assert!(md.duplicates()[0].file.ends_with("2.yaml"));
+        // A change to the shadowed copy changes nothing in force.
+        md.snapshot_mut().take_changes();
+        std::fs::write(dir.path().join("2.yaml"), port(83)).unwrap();
+        md.rescan().unwrap();
+        assert_eq!(ports(&md), [81]);
+        assert!(md.snapshot_mut().take_changes().kinds.is_empty());
+        // The earlier file goes: the later one's latest copy takes over.
+        std::fs::remove_file(dir.path().join("1.yaml")).unwrap();
+        md.rescan().unwrap();
+        assert_eq!(ports(&md), [83]);
+        assert!(md.duplicates().is_empty());
+        // Twice in one file: the first document wins, the second is reported.
+        std::fs::write(
+            dir.path().join("2.yaml"),
+            format!("{}---\n{}", port(84), port(85)),
+        )
+        .unwrap();
+        md.rescan().unwrap();
+        assert_eq!(ports(&md), [84]);
+        assert_eq!(md.duplicates().len(), 1);
+        std::fs::remove_file(dir.path().join("2.yaml")).unwrap();
+        md.rescan().unwrap();
+        assert!(md.snapshot().services.is_empty() && md.duplicates().is_empty());
+    }
+
+    #[test]
+    fn only_changed_objects_reach_the_change_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let ing = |name: &str, host: &str| {
+            format!(
+                "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {name}}}\nspec: {{rules: [{{host: {host}}}]}}\n"
+            )
+        };
+        std::fs::write(
+            dir.path().join("a.yaml"),
+            format!("{}---\n{}", ing("a", "a.example"), ing("b", "b.example")),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("c.yaml"), ing("c", "c.example")).unwrap();
+        let mut md = ManifestDir::new(dir.path()).without_settling();
+        md.rescan().unwrap();
+        let first = md.snapshot_mut().take_changes();
+        assert!(
+            first.all_ingresses,
+            "a new snapshot starts with everything changed"
+        );
+        // b changes, a stays the same, c is untouched.
+        std::fs::write(
+            dir.path().join("a.yaml"),
+            format!("{}---\n{}", ing("a", "a.example"), ing("b", "b2.example")),
+        )
+        .unwrap();
+        md.rescan().unwrap();
+        let changes = md.snapshot_mut().take_changes();
+        assert_eq!(
+            changes.ingresses.into_iter().collect::<Vec<_>>(),
+            [ObjectKey::new("default", "b")]
+        );
+        std::fs::remove_file(dir.path().join("c.yaml")).unwrap();
+        md.rescan().unwrap();
+        let changes = md.snapshot_mut().take_changes();
+        assert_eq!(
+            changes.ingresses.into_iter().collect::<Vec<_>>(),
+            [ObjectKey::new("default", "c")]
+        );
+        assert_eq!(md.snapshot().ingresses.len(), 2);
     }
 
     #[test]
@@ -577,7 +940,7 @@ mod tests {
         let mut md = ManifestDir::new(dir.path());
         assert!(md.rescan().unwrap().changed);
         assert!(!md.rescan().unwrap().changed);
-        assert_eq!(md.snapshot().0.services.len(), 1);
+        assert_eq!(md.snapshot().services.len(), 1);
     }
     fn problem_reasons(r: &Rescan) -> Vec<String> {
         r.new_problems.iter().map(|p| p.to_string()).collect()
@@ -612,7 +975,7 @@ mod tests {
             assert!(reasons[0].contains("64 levels"), "{name}: {reasons:?}");
             assert!(took < Duration::from_secs(1), "{name}: took {took:?}");
             // The file's last good objects stay in force.
-            assert_eq!(md.snapshot().0.services.len(), 1, "{name}");
+            assert_eq!(md.snapshot().services.len(), 1, "{name}");
         }
         // Nesting within the limit is fine, in flow and block style.
         let deep_ok = format!(
@@ -646,7 +1009,7 @@ mod tests {
             "{:?}",
             problem_reasons(&r)
         );
-        assert_eq!(md.snapshot().0.services.len(), 1);
+        assert_eq!(md.snapshot().services.len(), 1);
 
         // Small in bytes but dense in tokens (each `[]` is two parser events).
         let dense = format!("{SVC}---\n[{}]\n", "[],".repeat(MAX_TOKENS / 2));
@@ -664,7 +1027,7 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
-        assert_eq!(md.snapshot().0.services.len(), 1);
+        assert_eq!(md.snapshot().services.len(), 1);
     }
 
     #[test]
@@ -688,7 +1051,7 @@ mod tests {
                     || reasons[0].contains("duplicate key \"metadata\""),
                 "{reasons:?}"
             );
-            let snap = md.snapshot().0;
+            let snap = md.snapshot();
             assert_eq!(
                 snap.services.len(),
                 1,
@@ -735,7 +1098,7 @@ mod tests {
             "{:?}",
             problem_reasons(&r)
         );
-        let (snap, dups) = md.snapshot();
+        let (snap, dups) = (md.snapshot(), md.duplicates());
         let names: Vec<_> = snap.services.keys().map(|k| k.name.clone()).collect();
         assert_eq!(names, ["a", "b", "c", "d"]);
         assert!(dups.is_empty(), "{dups:?}");
@@ -757,7 +1120,7 @@ mod tests {
         let mut md = ManifestDir::new(dir.path());
         let r = md.rescan().unwrap();
         assert_eq!(r.new_problems.len(), 1, "{:?}", problem_reasons(&r));
-        assert!(md.snapshot().0.services.is_empty());
+        assert!(md.snapshot().services.is_empty());
     }
 
     #[test]
@@ -769,7 +1132,7 @@ mod tests {
         std::fs::rename(dir.path().join("a.yaml"), dir.path().join("b.yaml")).unwrap();
         let r = md.rescan().unwrap();
         assert!(r.changed && !r.settling);
-        assert_eq!(md.snapshot().0.services.len(), 1);
+        assert_eq!(md.snapshot().services.len(), 1);
     }
 
     #[test]
@@ -780,7 +1143,7 @@ mod tests {
         std::fs::write(&file, &two).unwrap();
         let mut md = ManifestDir::new(dir.path());
         assert!(md.rescan().unwrap().changed, "the first scan reads at once");
-        assert_eq!(md.snapshot().0.services.len(), 2);
+        assert_eq!(md.snapshot().services.len(), 2);
 
         // Truncated at a document boundary, as a writer in the middle of an in-place rewrite
         // leaves it: not read while it keeps changing or until it has settled.
@@ -791,20 +1154,20 @@ mod tests {
         std::fs::write(&file, &two).unwrap(); // the writer finishes
         let r = md.rescan().unwrap();
         assert!(r.settling && !r.changed);
-        assert_eq!(md.snapshot().0.services.len(), 2);
+        assert_eq!(md.snapshot().services.len(), 2);
         std::thread::sleep(SETTLE + SETTLE / 2);
         let r = md.rescan().unwrap();
         assert!(r.changed && !r.settling);
-        assert_eq!(md.snapshot().0.services.len(), 2);
+        assert_eq!(md.snapshot().services.len(), 2);
 
         // A file left empty keeps its objects for EMPTY_SETTLE, then is honoured.
         std::fs::write(&file, "").unwrap();
         assert!(md.rescan().unwrap().settling);
         std::thread::sleep(SETTLE + SETTLE / 2);
         assert!(md.rescan().unwrap().settling);
-        assert_eq!(md.snapshot().0.services.len(), 2);
+        assert_eq!(md.snapshot().services.len(), 2);
         std::thread::sleep(EMPTY_SETTLE);
         assert!(md.rescan().unwrap().changed);
-        assert!(md.snapshot().0.services.is_empty());
+        assert!(md.snapshot().services.is_empty());
     }
 }

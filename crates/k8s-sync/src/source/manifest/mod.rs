@@ -1,14 +1,16 @@
-//! The manifest-directory source: watches a directory (notify + a 1 s poll), keeps each file's
-//! last good objects ([`ManifestDir`]) and feeds every change to the pipeline.
+//! The manifest-directory source: watches a directory (file events, and a whole walk every
+//! second), keeps each file's last good objects ([`ManifestDir`]) in one snapshot changed in
+//! place, and feeds every change to the pipeline.
 
 mod dir;
 mod flow_depth;
 
-pub use dir::{FileProblem, ManifestDir, Rescan};
+pub use dir::{FileProblem, ManifestDir, Rescan, Walked};
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use notify::Watcher;
 use tokio::sync::mpsc;
@@ -28,23 +30,80 @@ pub enum SyncError {
     Watch { dir: PathBuf, source: notify::Error },
 }
 
-/// Events are coalesced for this long, so an editor's write-rename-chmod is one rebuild.
-const DEBOUNCE: Duration = Duration::from_millis(50);
-/// Rescan even without a file event: catches what inotify misses (e.g. some volume mounts).
+/// Events are coalesced for this long, so an editor's write-rename-chmod is usually one rebuild
+/// (each rebuild costs only what changed, so a short window is enough).
+const DEBOUNCE: Duration = Duration::from_millis(5);
+/// Walk the whole directory even without a file event: catches what inotify misses (e.g. some
+/// volume mounts). The walk runs on a blocking thread; only its differences are applied.
 const POLL: Duration = Duration::from_millis(1000);
-/// While a changed file is settling (see [`dir::SETTLE`]), rescan this often.
+/// While a changed file is settling (see [`dir::SETTLE`]), look at it again this often.
 const SETTLE_TICK: Duration = Duration::from_millis(25);
+
+/// Paths file events named since the last look, and whether a whole walk is needed.
+#[derive(Debug, Default)]
+struct Pending {
+    /// Path → whether an event said it is complete (closed after writing, or moved in).
+    paths: HashMap<PathBuf, bool>,
+    walk: bool,
+}
+
+impl Pending {
+    fn record(&mut self, res: notify::Result<notify::Event>) {
+        use notify::EventKind as K;
+        use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
+        let event = match res {
+            Ok(e) if !e.need_rescan() => e,
+            _ => {
+                self.walk = true;
+                return;
+            }
+        };
+        let complete = match event.kind {
+            // Our own reads, and other readers.
+            K::Access(AccessKind::Close(AccessMode::Write)) => true,
+            K::Access(_) => return,
+            K::Modify(ModifyKind::Name(RenameMode::To)) => true,
+            K::Modify(ModifyKind::Name(RenameMode::Both)) => {
+                // [from, to]: the source is gone, the destination complete.
+                let mut paths = event.paths.into_iter();
+                if let Some(from) = paths.next() {
+                    self.paths.entry(from).or_insert(false);
+                }
+                for to in paths {
+                    self.paths.insert(to, true);
+                }
+                return;
+            }
+            K::Create(_) | K::Remove(_) | K::Modify(_) => false,
+            K::Any | K::Other => {
+                self.walk = true;
+                return;
+            }
+        };
+        for path in event.paths {
+            *self.paths.entry(path).or_insert(complete) |= complete;
+        }
+    }
+}
 
 /// Watches a manifest directory until the task is dropped. Fails only if the directory cannot be
 /// read at start; later read errors are logged and the last good config keeps serving.
+///
+/// A file event is answered by looking at the paths it names only; a whole walk of the
+/// directory (on a blocking thread) runs every [`POLL`] and whenever an event cannot be
+/// answered path by path (a directory, a hidden entry such as a ConfigMap volume's `..data`
+/// swap, an overflowed event queue). So a change costs the same however many files there are.
 pub async fn run_manifest_sync(
     dir: PathBuf,
     settings: TierSettings,
     sink: Arc<dyn ConfigSink>,
 ) -> Result<(), SyncError> {
     let (tx, mut rx) = mpsc::channel::<()>(1);
-    let mut watcher = notify::recommended_watcher(move |_res| {
-        // A full channel already means "rescan soon".
+    let pending = Arc::new(Mutex::new(Pending::default()));
+    let events = pending.clone();
+    let mut watcher = notify::recommended_watcher(move |res| {
+        events.lock().unwrap_or_else(|p| p.into_inner()).record(res);
+        // A full channel already means "look soon".
         let _ = tx.try_send(());
     })
     .map_err(|source| SyncError::Watch {
@@ -59,49 +118,112 @@ pub async fn run_manifest_sync(
         })?;
 
     let mut source = ManifestDir::new(dir.clone());
-    let mut rebuilder = Rebuilder::new(settings, sink, Vec::new());
-    let mut first = true;
-    let mut file_problems = Vec::new();
+    let first = source.rescan().map_err(|source| SyncError::Read {
+        dir: dir.clone(),
+        source,
+    })?;
+    let mut feed = Feed {
+        rebuilder: Rebuilder::new(settings, sink, Vec::new()),
+        file_problems: Vec::new(),
+        reported_duplicates: Vec::new(),
+    };
+    feed.apply(&mut source, first, true);
+
+    let mut walk: Option<tokio::task::JoinHandle<std::io::Result<Walked>>> = None;
+    let mut next_walk = Instant::now() + POLL;
     loop {
-        let mut settling = false;
-        match source.rescan() {
-            Ok(rescan) => {
-                settling = rescan.settling;
-                for p in &rescan.new_problems {
-                    tracing::warn!(
-                        file = %p.file.display(),
-                        document = p.document,
-                        reason = %p.reason,
-                        "manifest file rejected; its last good objects stay in force"
-                    );
+        let settling = source.settling_paths();
+        let timer = if settling.is_empty() {
+            next_walk
+        } else {
+            next_walk.min(Instant::now() + SETTLE_TICK)
+        };
+        let walk_done = async {
+            match walk.as_mut() {
+                Some(handle) => handle.await,
+                None => std::future::pending().await,
+            }
+        };
+        let mut want_walk = false;
+        tokio::select! {
+            Some(()) = rx.recv() => {
+                tokio::time::sleep(DEBOUNCE).await;
+                while rx.try_recv().is_ok() {}
+                let taken = std::mem::take(&mut *pending.lock().unwrap_or_else(|p| p.into_inner()));
+                let looked = (!taken.walk)
+                    .then(|| source.rescan_paths(taken.paths.iter().map(|(p, c)| (p.as_path(), *c))))
+                    .flatten();
+                match looked {
+                    Some(rescan) => feed.apply(&mut source, rescan, false),
+                    None => want_walk = true,
                 }
-                // Rejected files count among the config problems (metric, "problem resolved").
-                let now_problems: Vec<Problem> = source.problems().map(file_problem).collect();
-                if rescan.changed || first || now_problems != file_problems {
-                    file_problems = now_problems;
-                    let (mut snapshot, duplicates) = source.snapshot();
-                    for d in &duplicates {
-                        tracing::warn!(file = %d.file.display(), reason = %d.reason, "duplicate object");
+            }
+            done = walk_done => {
+                walk = None;
+                next_walk = Instant::now() + POLL;
+                match done {
+                    Ok(Ok(walked)) => {
+                        let rescan = source.apply_walk(walked);
+                        feed.apply(&mut source, rescan, false);
                     }
-                    rebuilder.rebuild_with(&mut snapshot, &file_problems);
-                    first = false;
+                    Ok(Err(e)) => tracing::error!(dir = %dir.display(), error = %e,
+                        "manifest directory unreadable; keeping last good config"),
+                    Err(e) => tracing::error!(dir = %dir.display(), error = %e,
+                        "manifest directory walk failed; keeping last good config"),
                 }
             }
-            Err(source_err) if first => {
-                return Err(SyncError::Read {
-                    dir,
-                    source: source_err,
-                });
-            }
-            Err(e) => {
-                tracing::error!(dir = %dir.display(), error = %e, "manifest directory unreadable; keeping last good config");
+            _ = tokio::time::sleep_until(timer.into()) => {
+                if !settling.is_empty() {
+                    match source.rescan_paths(settling.iter().map(|p| (p.as_path(), false))) {
+                        Some(rescan) => feed.apply(&mut source, rescan, false),
+                        None => want_walk = true,
+                    }
+                }
+                want_walk |= Instant::now() >= next_walk;
             }
         }
-        // Wait for an event or the poll tick (a short tick while a file settles), then let a
-        // burst settle.
-        let _ = tokio::time::timeout(if settling { SETTLE_TICK } else { POLL }, rx.recv()).await;
-        tokio::time::sleep(DEBOUNCE).await;
-        while rx.try_recv().is_ok() {}
+        if want_walk && walk.is_none() {
+            let root = dir.clone();
+            walk = Some(tokio::task::spawn_blocking(move || Walked::read(&root)));
+        }
+    }
+}
+
+/// Hands what a look at the directory found to the pipeline.
+struct Feed {
+    rebuilder: Rebuilder,
+    file_problems: Vec<Problem>,
+    reported_duplicates: Vec<dir::FileProblem>,
+}
+
+impl Feed {
+    fn apply(&mut self, source: &mut ManifestDir, rescan: Rescan, first: bool) {
+        for p in &rescan.new_problems {
+            tracing::warn!(
+                file = %p.file.display(),
+                document = p.document,
+                reason = %p.reason,
+                "manifest file rejected; its last good objects stay in force"
+            );
+        }
+        // Rejected files count among the config problems (metric, "problem resolved").
+        let now_problems: Vec<Problem> = source.problems().map(file_problem).collect();
+        if !(rescan.changed || first || now_problems != self.file_problems) {
+            return;
+        }
+        self.file_problems = now_problems;
+        let duplicates = source.duplicates();
+        if duplicates != self.reported_duplicates {
+            for d in duplicates
+                .iter()
+                .filter(|d| !self.reported_duplicates.contains(d))
+            {
+                tracing::warn!(file = %d.file.display(), reason = %d.reason, "duplicate object");
+            }
+            self.reported_duplicates = duplicates;
+        }
+        self.rebuilder
+            .rebuild_with(source.snapshot_mut(), &self.file_problems);
     }
 }
 
