@@ -22,6 +22,7 @@ fn route(path: PathMatch, svc: &str) -> Route {
             name: format!("ing-{svc}"),
         },
         policy: None,
+        canary: None,
     }
 }
 
