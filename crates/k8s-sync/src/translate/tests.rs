@@ -301,6 +301,44 @@ fn canary_attaches_to_the_main_route_and_never_competes() {
 }
 
 #[test]
+fn canary_of_a_regex_path_is_keyed_like_its_main() {
+    let mut main = ingress(
+        "main",
+        Some("tandem-router"),
+        Some("2026-02-01T00:00:00Z"),
+        json!({"rules": [rule(Some("h.example"), "/api(/|$)(.*)", "ImplementationSpecific", "stable", json!({"number": 80}))]}),
+    );
+    main["metadata"]["annotations"] = json!({"nginx.ingress.kubernetes.io/rewrite-target": "/$2"});
+    let c = canary(
+        "c",
+        "2026-02-02T00:00:00Z",
+        json!({"nginx.ingress.kubernetes.io/use-regex": "true",
+               "nginx.ingress.kubernetes.io/rewrite-target": "/ignored/$2",
+               "nginx.ingress.kubernetes.io/canary-weight": "100"}),
+        json!({"rules": [rule(Some("h.example"), "/api(/|$)(.*)", "ImplementationSpecific", "beta", json!({"number": 80}))]}),
+    );
+    let t = translate(&snap(vec![main, c]), &settings());
+    let r = &t.routes.exact_hosts["h.example"][0];
+    assert_eq!(r.canary.as_ref().unwrap().backend.service, "beta");
+    // The main route's rewrite applies to canary requests too; the canary's own is ignored.
+    let rw = r.policy.as_ref().unwrap().rewrite.as_ref().unwrap();
+    assert_eq!(rw.apply("/api/x", None).as_deref(), Some("/x"));
+    // Only the missing Services, each blamed on the Ingress naming it.
+    let names: Vec<_> = t
+        .problems
+        .iter()
+        .map(|p| (p.name.as_str(), p.reason))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("c", ProblemReason::ServiceNotFound),
+            ("main", ProblemReason::ServiceNotFound)
+        ]
+    );
+}
+
+#[test]
 fn edge_ignores_a_canary_ingress_tls() {
     let main = ingress(
         "main",
