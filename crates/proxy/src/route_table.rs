@@ -38,7 +38,7 @@ pub struct RouteTarget {
     pub metrics: Arc<RouteMetrics>,
     /// A canary Ingress's backend taking a share of the route's requests (`None`: the common
     /// case).
-    pub canary: Option<CanaryTarget>,
+    pub canary: Option<Box<CanaryTarget>>,
 }
 
 /// The canary of a route, as the data path uses it.
@@ -53,8 +53,14 @@ pub struct CanaryTarget {
     /// Requests that went to the canary.
     pub requests: IntCounter,
     /// Requests of this route decided by weight so far: what spreads the weight exactly.
-    pub weighed: AtomicU64,
+    pub weighed: WeighedCount,
 }
+
+/// A counter on a cache line of its own: every worker increments it, and it must not make the
+/// read-mostly fields around it bounce between cores.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub struct WeighedCount(pub AtomicU64);
 
 /// Path rules of one host, built from one shared list of routes and kept, by pointer, for as
 /// long as that list is unchanged.
@@ -135,7 +141,7 @@ impl RouteTable {
     ) -> (Self, Vec<Problem>) {
         let canary = |route: &Route| {
             let c = route.canary.as_ref()?;
-            Some(CanaryTarget {
+            Some(Box::new(CanaryTarget {
                 backend: backends.get(&c.backend)?.clone(),
                 rule: c.rule.clone(),
                 ingress: c.ingress.to_string().into(),
@@ -150,15 +156,15 @@ impl RouteTable {
                     c.ingress.name.as_str(),
                     c.backend.service.as_str(),
                 ]),
-                weighed: AtomicU64::new(0),
-            })
+                weighed: WeighedCount::default(),
+            }))
         };
         let target = |ingress: &IngressRef,
                       key: &BackendKey,
                       fallback: bool,
                       raw: bool,
                       policy: Option<&Arc<RoutePolicy>>,
-                      canary: Option<CanaryTarget>| {
+                      canary: Option<Box<CanaryTarget>>| {
             Some(Arc::new(RouteTarget {
                 backend: backends.get(key)?.clone(),
                 ingress: ingress.to_string().into(),

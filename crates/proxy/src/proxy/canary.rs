@@ -24,7 +24,7 @@ pub(super) fn choose(canary: &CanaryTarget, req: &RequestHeader) -> bool {
     ) {
         Verdict::Canary => true,
         Verdict::Main => false,
-        Verdict::ByWeight => rule.by_weight(|| canary.weighed.fetch_add(1, Ordering::Relaxed)),
+        Verdict::ByWeight => rule.by_weight(|| canary.weighed.0.fetch_add(1, Ordering::Relaxed)),
     }
 }
 
@@ -32,7 +32,6 @@ pub(super) fn choose(canary: &CanaryTarget, req: &RequestHeader) -> bool {
 mod tests {
     use std::collections::BTreeMap;
     use std::sync::Arc;
-    use std::sync::atomic::AtomicU64;
 
     use k8s_sync::{BackendKey, BackendProtocol, ResolvedBackend, ServicePortRef};
 
@@ -69,7 +68,7 @@ mod tests {
             requests: metrics
                 .canary_requests
                 .with_label_values(&["ns", "c", "beta"]),
-            weighed: AtomicU64::new(0),
+            weighed: Default::default(),
         }
     }
 
@@ -102,7 +101,7 @@ mod tests {
         ));
         assert!(!choose(&c, &req(&[])));
         assert_eq!(
-            c.weighed.load(Ordering::Relaxed),
+            c.weighed.0.load(Ordering::Relaxed),
             0,
             "weight 0 needs no counter"
         );
