@@ -526,6 +526,20 @@ def test_rbac_is_the_readme_table(values, rendered):
     assert bound == roles
 
 
+def test_upstream_ca_is_a_mounted_config_map():
+    docs = render("r", sets=("upstreamCA.configMap=internal-ca", "upstreamCA.key=bundle.pem"))
+    c = container(docs)
+    assert {"name": "SSL_CERT_FILE", "value": "/etc/tandem/upstream-ca/bundle.pem"} in c["env"]
+    assert {"name": "upstream-ca", "mountPath": "/etc/tandem/upstream-ca", "readOnly": True} in c["volumeMounts"]
+    vols = workload(docs)["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "upstream-ca", "configMap": {"name": "internal-ca", "items": [
+        {"key": "bundle.pem", "path": "bundle.pem"}]}} in vols
+    # unset: nothing mounted, no trust store named
+    c = container(render("r"))
+    assert not any(e["name"] == "SSL_CERT_FILE" for e in c["env"])
+    assert [m["name"] for m in c["volumeMounts"]] == ["tmp"]
+
+
 @pytest.mark.parametrize(
     "values", [f for f in CI_FILES if tier_of(values_of(f)) == "router"], ids=ci_id
 )

@@ -17,7 +17,7 @@ from metrics_support import access_lines, json_lines, stdout_access_lines, wait_
 
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 FIELDS = {"tier", "request_id", "client", "method", "host", "path", "proto", "status", "bytes", "upstream",
-          "attempts", "ingress", "service", "backend", "fallback", "local", "duration_ms"}
+          "attempts", "ingress", "service", "backend", "fallback", "canary", "local", "duration_ms"}
 
 
 def manifests(legacy, component) -> dict:
@@ -70,6 +70,7 @@ def test_routed_request_fields(setup):
     assert line["service"] == "component"
     assert line["backend"] == "team-a/component:80"
     assert line["fallback"] is False
+    assert line["canary"] is False
     assert line["local"] == ""
     assert isinstance(line["upstream_connect_ms"], (int, float)) and line["upstream_connect_ms"] >= 0
     assert isinstance(line["duration_ms"], (int, float))

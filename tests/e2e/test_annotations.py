@@ -183,7 +183,7 @@ CASES = {
     # backend protocol
     "grpc": {NGX + "backend-protocol": "GRPC"},
     "force-http": {NGX + "backend-protocol": "HTTP"},
-    "proto-https": {NGX + "backend-protocol": "HTTPS"},
+    "proto-bad": {NGX + "backend-protocol": "FCGI"},
     # regex rewrite
     "rewrite": {NGX + "use-regex": "true", NGX + "rewrite-target": "/$2"},
     "rewrite-bad": {NGX + "rewrite-target": "/$host"},
@@ -481,9 +481,9 @@ def test_backend_protocol(router):
     got = get(router, "force-http", "/p").json()
     assert (got["service"], got["proto"]) == ("h2", "HTTP/1.1"), got
     assert get(router, "plain", "/p").json()["proto"] == "HTTP/1.1"
-    detail = problem_of(router, "proto-https")
-    assert "not supported yet" in detail, detail
-    assert served(router, "proto-https").json()["proto"] == "HTTP/1.1"
+    detail = problem_of(router, "proto-bad")
+    assert "not supported" in detail, detail
+    assert served(router, "proto-bad").json()["proto"] == "HTTP/1.1"
 
 
 # --------------------------------------------------------------------------- regex rewrite
@@ -513,7 +513,7 @@ def test_invalid_rewrite_is_reported_and_other_rules_served(router):
 def test_problems_are_counted(router):
     exp = scrape(router.admin_port)
     n = exp.sum("tandem_config_problems", kind="Ingress", reason="invalid_annotation")
-    bad = [c for c in CASES if c.endswith("-bad")] + ["both", "proto-https"]
+    bad = [c for c in CASES if c.endswith("-bad")] + ["both"]
     assert n >= len(bad), (n, bad)
 
 

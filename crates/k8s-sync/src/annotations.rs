@@ -19,6 +19,12 @@ use ipnet::IpNet;
 use crate::config::{BackendProtocol, PathMatch};
 use crate::problem::ProblemReason;
 
+mod canary;
+mod upstream_tls;
+
+pub use canary::{CanaryRule, HeaderMatch, Verdict};
+pub use upstream_tls::UpstreamTls;
+
 /// A regex path as routed: its Prefix, `implementation_specific` (always true: regex paths are
 /// ingress-nginx's implementation-specific meaning) and its policy.
 pub type RegexRoute = (PathMatch, bool, Option<Arc<RoutePolicy>>);
@@ -71,6 +77,8 @@ pub struct RoutePolicy {
     pub backend_protocol: Option<BackendProtocol>,
     /// `rewrite-target`: the path sent upstream, built from the route's path regex.
     pub rewrite: Option<Rewrite>,
+    /// `backend-protocol: HTTPS | GRPCS` with the `proxy-ssl-*` settings.
+    pub upstream_tls: Option<UpstreamTls>,
 }
 
 impl RoutePolicy {
@@ -252,6 +260,8 @@ pub struct IngressAnnotations {
     pub force_ssl_redirect: bool,
     /// `use-regex` (or `rewrite-target`, which implies it): paths are regexes.
     pub use_regex: bool,
+    /// `canary: "true"`: the Ingress's rules add a canary to other Ingresses' routes.
+    pub canary: Option<Arc<CanaryRule>>,
     rewrite_target: Option<Vec<TargetPart>>,
     /// One line per invalid or conflicting annotation.
     pub problems: Vec<String>,
@@ -366,6 +376,12 @@ pub fn parse(annotations: Option<&BTreeMap<String, String>>) -> IngressAnnotatio
         .get_tandem("response-headers", parse_response_headers)
         .unwrap_or_default();
     p.backend_protocol = a.get("backend-protocol", parse_backend_protocol);
+    let tls = matches!(
+        p.backend_protocol,
+        Some(BackendProtocol::Https | BackendProtocol::Grpcs)
+    );
+    p.upstream_tls = upstream_tls::parse(a, tls);
+    out.canary = canary::parse(a).map(Arc::new);
 
     out.ssl_redirect = a.get("ssl-redirect", parse_bool).unwrap_or(true);
     out.force_ssl_redirect = a.get("force-ssl-redirect", parse_bool).unwrap_or(false);
@@ -760,15 +776,12 @@ fn parse_backend_protocol(v: &str) -> Result<BackendProtocol, String> {
     match v.to_ascii_uppercase().as_str() {
         "HTTP" => Ok(BackendProtocol::Http1),
         "GRPC" | "H2C" => Ok(BackendProtocol::H2c),
-        "HTTPS" | "GRPCS" => Err(format!(
-            "{v:?}: TLS to the backend is not supported yet; the Service port's appProtocol is used"
-        )),
+        "HTTPS" => Ok(BackendProtocol::Https),
+        "GRPCS" => Ok(BackendProtocol::Grpcs),
         "AUTO_HTTP" | "FCGI" => Err(format!(
             "{v:?} is not supported; the Service port's appProtocol is used"
         )),
-        _ => Err(format!(
-            "{v:?} is not one of HTTP, GRPC, H2C (HTTPS, GRPCS: not supported yet)"
-        )),
+        _ => Err(format!("{v:?} is not one of HTTP, HTTPS, GRPC, GRPCS, H2C")),
     }
 }
 

@@ -83,6 +83,17 @@ pub struct Route {
     pub ingress: IngressRef,
     /// What the Ingress's annotations ask of this route (`None`: nothing).
     pub policy: Option<std::sync::Arc<crate::annotations::RoutePolicy>>,
+    /// A canary Ingress's backend taking a share of this route's requests.
+    pub canary: Option<Arc<Canary>>,
+}
+
+/// The canary of a route: another Ingress (`canary: "true"`, same host, path and pathType)
+/// whose backend takes the requests its rule picks. Its requests keep the main route's policy.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Canary {
+    pub backend: BackendKey,
+    pub ingress: IngressRef,
+    pub rule: Arc<crate::annotations::CanaryRule>,
 }
 
 /// The `spec.defaultBackend` that won.
@@ -143,14 +154,14 @@ impl fmt::Debug for TlsSecret {
 }
 
 impl RoutingConfig {
-    /// Every backend a route or the default backend names.
+    /// Every backend a route, its canary or the default backend names.
     pub fn backends(&self) -> impl Iterator<Item = &BackendKey> {
         self.exact_hosts
             .values()
             .chain(self.wildcard_hosts.values())
             .flat_map(|r| r.iter())
             .chain(self.hostless.iter())
-            .map(|r| &r.backend)
+            .flat_map(|r| std::iter::once(&r.backend).chain(r.canary.iter().map(|c| &c.backend)))
             .chain(self.default_backend.iter().map(|d| &d.backend))
     }
 
@@ -172,6 +183,10 @@ pub enum BackendProtocol {
     /// HTTP/2 with prior knowledge over plain TCP (`appProtocol: kubernetes.io/h2c`),
     /// multiplexed. WebSocket upgrades still use HTTP/1.1.
     H2c,
+    /// HTTP/1.1 over TLS (`backend-protocol: HTTPS` only).
+    Https,
+    /// HTTP/2 over TLS, ALPN `h2` (`backend-protocol: GRPCS` only).
+    Grpcs,
 }
 
 impl BackendProtocol {

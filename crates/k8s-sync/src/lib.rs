@@ -18,9 +18,9 @@ pub mod status;
 pub mod tier;
 pub mod translate;
 
-pub use annotations::RoutePolicy;
+pub use annotations::{CanaryRule, RoutePolicy, UpstreamTls, Verdict};
 pub use config::{
-    BackendKey, BackendProtocol, DefaultBackend, EndpointSet, IngressRef, PathMatch,
+    BackendKey, BackendProtocol, Canary, DefaultBackend, EndpointSet, IngressRef, PathMatch,
     ResolvedBackend, Route, RoutingConfig, ServicePortRef, TlsBinding, TlsSecret,
 };
 pub use object::{Kind, Object, ObjectKey, Snapshot};

@@ -25,6 +25,10 @@ pub enum ProblemReason {
     ClassControllerMismatch,
     UnsupportedAppProtocol,
     InvalidAnnotation,
+    /// A canary Ingress rule with no main route of the same host, path and pathType.
+    CanaryWithoutMain,
+    /// A second canary for a route that has one (the oldest canary wins).
+    CanaryConflict,
     /// A manifest file (kind `ManifestFile`, name = its path) or a directory entry that could
     /// not be read; the file's last good objects stay in force.
     ManifestRejected,
@@ -53,6 +57,8 @@ impl ProblemReason {
             Self::ClassControllerMismatch => "class_controller_mismatch",
             Self::UnsupportedAppProtocol => "unsupported_app_protocol",
             Self::InvalidAnnotation => "invalid_annotation",
+            Self::CanaryWithoutMain => "canary_without_main",
+            Self::CanaryConflict => "canary_conflict",
             Self::ManifestRejected => "manifest_rejected",
         }
     }

@@ -9,8 +9,8 @@ use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 
 use crate::config::{
-    BackendKey, BackendProtocol, EndpointSet, IngressRef, PathMatch, ResolvedBackend, Route,
-    RoutingConfig, ServicePortRef, TlsBinding, TlsSecret,
+    BackendKey, BackendProtocol, Canary, EndpointSet, IngressRef, PathMatch, ResolvedBackend,
+    Route, RoutingConfig, ServicePortRef, TlsBinding, TlsSecret,
 };
 use crate::object::{ObjectKey, Snapshot};
 use crate::problem::{Problem, ProblemReason};
@@ -108,6 +108,8 @@ pub(crate) struct IngressOut {
     /// the rule hosts: the hosts whose redirect to HTTPS this Ingress decides on.
     pub(crate) tls_hosts: Vec<String>,
     pub(crate) redirect_on: bool,
+    /// `canary: "true"`: the rules are canaries of other Ingresses' routes, never routes.
+    pub(crate) canary: Option<Arc<crate::annotations::CanaryRule>>,
     /// Problems of this Ingress alone (invalid host, path, backend, annotation, …).
     pub(crate) problems: Vec<Problem>,
 }
@@ -143,6 +145,7 @@ pub(crate) fn parse_ingress(key: &ObjectKey, ing: &Ingress, settings: &TierSetti
         tls: Vec::new(),
         tls_hosts: Vec::new(),
         redirect_on: true,
+        canary: None,
         problems: Vec::new(),
     };
     let problem = |reason, detail: String| ingress_problem(key, reason, detail);
@@ -154,6 +157,10 @@ pub(crate) fn parse_ingress(key: &ObjectKey, ing: &Ingress, settings: &TierSetti
         out.problems
             .push(problem(ProblemReason::InvalidAnnotation, detail.clone()));
     }
+    // A canary Ingress contributes only its rules' backends, as canaries (ingress-nginx ignores
+    // its TLS, default backend and other annotations: its requests take the main route's).
+    out.canary = ann.canary.clone();
+    let canary = out.canary.is_some();
     let forward_raw_path = match annotation(ing, NORMALIZE_PATH_ANNOTATION) {
         None | Some("true") => false,
         Some("false") => true,
@@ -167,7 +174,7 @@ pub(crate) fn parse_ingress(key: &ObjectKey, ing: &Ingress, settings: &TierSetti
             false
         }
     };
-    if settings.tier.reads_secrets() {
+    if settings.tier.reads_secrets() && !canary {
         out.redirect_on = ann.ssl_redirect;
         if ann.force_ssl_redirect {
             let rule_hosts = spec
@@ -211,7 +218,12 @@ pub(crate) fn parse_ingress(key: &ObjectKey, ing: &Ingress, settings: &TierSetti
             });
         }
     }
-    if let Some(db) = &spec.default_backend {
+    if canary && spec.default_backend.is_some() {
+        out.problems.push(problem(
+            ProblemReason::CanaryWithoutMain,
+            "defaultBackend of a canary Ingress is not supported; ignored".to_owned(),
+        ));
+    } else if let Some(db) = &spec.default_backend {
         match backend_key(&key.namespace, db) {
             Ok(backend) => out.default_backend = Some(backend),
             Err((reason, detail)) => {
@@ -265,7 +277,8 @@ pub(crate) fn parse_ingress(key: &ObjectKey, ing: &Ingress, settings: &TierSetti
                     forward_raw_path,
                     backend,
                     ingress: source.clone(),
-                    policy,
+                    policy: if canary { None } else { policy },
+                    canary: None,
                 },
             ));
         }
@@ -274,21 +287,26 @@ pub(crate) fn parse_ingress(key: &ObjectKey, ing: &Ingress, settings: &TierSetti
 }
 
 /// The routes of one host key from the Ingresses that have rules for it, oldest first: the
-/// first claim of a host + path + pathType wins, every later one is reported.
+/// first claim of a host + path + pathType wins, every later one is reported. Then canary
+/// Ingresses, oldest first, attach to the route of the same path: one canary per route; a canary
+/// with no such route, or a second one, is reported and not served.
 pub(crate) fn merge_host<'a>(
     host_key: &str,
-    contributors: impl Iterator<Item = &'a IngressOut>,
+    contributors: impl Iterator<Item = &'a IngressOut> + Clone,
 ) -> (Vec<Route>, Vec<Problem>) {
     let shown_host = if host_key.is_empty() { "*" } else { host_key };
     let mut routes: Vec<Route> = Vec::new();
-    let mut owners: HashMap<&PathMatch, &IngressRef> = HashMap::new();
+    let mut owners: HashMap<&PathMatch, (&IngressRef, usize)> = HashMap::new();
     let mut problems = Vec::new();
-    for ing in contributors {
-        for (h, route) in &ing.rules {
-            if h != host_key {
-                continue;
-            }
-            if let Some(owner) = owners.get(&route.path) {
+    let rules_of = |ing: &'a IngressOut| {
+        ing.rules
+            .iter()
+            .filter(move |(h, _)| h == host_key)
+            .map(|(_, r)| r)
+    };
+    for ing in contributors.clone().filter(|i| i.canary.is_none()) {
+        for route in rules_of(ing) {
+            if let Some((owner, _)) = owners.get(&route.path) {
                 let detail = if **owner != ing.source {
                     format!(
                         "host {shown_host} path {} ({}) is already served by older Ingress {owner}",
@@ -309,8 +327,59 @@ pub(crate) fn merge_host<'a>(
                 ));
                 continue;
             }
-            owners.insert(&route.path, &ing.source);
+            owners.insert(&route.path, (&ing.source, routes.len()));
             routes.push(route.clone());
+        }
+    }
+    for ing in contributors {
+        let Some(rule) = &ing.canary else { continue };
+        for c in rules_of(ing) {
+            let at = format!(
+                "host {shown_host} path {} ({})",
+                c.path.path(),
+                path_kind(&c.path)
+            );
+            let Some((owner, i)) = owners.get(&c.path) else {
+                problems.push(ingress_problem(
+                    &ing.age.key,
+                    ProblemReason::CanaryWithoutMain,
+                    format!("canary for {at}: no Ingress serves that host, path and pathType; not served"),
+                ));
+                continue;
+            };
+            let main = &mut routes[*i];
+            if main.backend == c.backend {
+                problems.push(ingress_problem(
+                    &ing.age.key,
+                    ProblemReason::CanaryConflict,
+                    format!(
+                        "canary for {at} names the main route's own backend {}; not served",
+                        c.backend
+                    ),
+                ));
+                continue;
+            }
+            if let Some(existing) = &main.canary {
+                let detail = if existing.ingress == ing.source {
+                    format!("canary for {at} appears twice; the first wins")
+                } else {
+                    format!(
+                        "{at} of Ingress {owner} already has a canary from older Ingress {}",
+                        existing.ingress
+                    )
+                };
+                problems.push(ingress_problem(
+                    &ing.age.key,
+                    ProblemReason::CanaryConflict,
+                    detail,
+                ));
+                continue;
+            }
+            main.canary = Some(Arc::new(Canary {
+                backend: c.backend.clone(),
+                ingress: ing.source.clone(),
+                rule: rule.clone(),
+            }));
         }
     }
     (routes, problems)
@@ -541,6 +610,9 @@ pub(crate) fn resolve_endpoints(
         .chain(routes.hostless.iter())
     {
         named_by.entry(&route.backend).or_insert(&route.ingress);
+        if let Some(c) = &route.canary {
+            named_by.entry(&c.backend).or_insert(&c.ingress);
+        }
     }
     if let Some(db) = &routes.default_backend {
         named_by.entry(&db.backend).or_insert(&db.ingress);

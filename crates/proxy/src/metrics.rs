@@ -29,6 +29,7 @@ pub struct Metrics {
     pub tier: Tier,
     registry: Registry,
     pub requests: IntCounterVec,
+    pub canary_requests: IntCounterVec,
     pub request_duration: HistogramVec,
     pub fallback_requests: IntCounterVec,
     pub upstream_connect: HistogramVec,
@@ -154,6 +155,13 @@ impl Metrics {
                     "status_class",
                     "fallback",
                 ],
+                t,
+            ),
+            canary_requests: counter(
+                &r,
+                "tandem_canary_requests_total",
+                "Requests a canary Ingress's backend took from its main route, per canary Ingress and Service.",
+                &["namespace", "ingress", "service"],
                 t,
             ),
             request_duration: histogram(

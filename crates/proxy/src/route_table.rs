@@ -8,8 +8,11 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
+use std::sync::atomic::AtomicU64;
+
 use k8s_sync::{
-    BackendKey, IngressRef, PathMatch, Problem, ProblemReason, Route, RoutePolicy, RoutingConfig,
+    BackendKey, CanaryRule, IngressRef, PathMatch, Problem, ProblemReason, Route, RoutePolicy,
+    RoutingConfig,
 };
 
 use prometheus::IntCounter;
@@ -33,7 +36,31 @@ pub struct RouteTarget {
     /// The Ingress's annotation policy (`None`: none, the common case).
     pub policy: Option<Arc<RoutePolicy>>,
     pub metrics: Arc<RouteMetrics>,
+    /// A canary Ingress's backend taking a share of the route's requests (`None`: the common
+    /// case).
+    pub canary: Option<Box<CanaryTarget>>,
 }
+
+/// The canary of a route, as the data path uses it.
+#[derive(Debug)]
+pub struct CanaryTarget {
+    pub backend: Arc<Backend>,
+    pub rule: Arc<CanaryRule>,
+    /// `namespace/name` of the canary Ingress.
+    pub ingress: Arc<str>,
+    /// Request metrics of canary requests (labelled with the canary Ingress and Service).
+    pub metrics: Arc<RouteMetrics>,
+    /// Requests that went to the canary.
+    pub requests: IntCounter,
+    /// Requests of this route decided by weight so far: what spreads the weight exactly.
+    pub weighed: WeighedCount,
+}
+
+/// A counter on a cache line of its own: every worker increments it, and it must not make the
+/// read-mostly fields around it bounce between cores.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub struct WeighedCount(pub AtomicU64);
 
 /// Path rules of one host, built from one shared list of routes and kept, by pointer, for as
 /// long as that list is unchanged.
@@ -112,11 +139,32 @@ impl RouteTable {
         metrics: &Arc<Metrics>,
         previous: Option<&RouteTable>,
     ) -> (Self, Vec<Problem>) {
+        let canary = |route: &Route| {
+            let c = route.canary.as_ref()?;
+            Some(Box::new(CanaryTarget {
+                backend: backends.get(&c.backend)?.clone(),
+                rule: c.rule.clone(),
+                ingress: c.ingress.to_string().into(),
+                metrics: metrics.route_handles(
+                    &c.ingress.namespace,
+                    &c.ingress.name,
+                    &c.backend.service,
+                    false,
+                ),
+                requests: metrics.canary_requests.with_label_values(&[
+                    c.ingress.namespace.as_str(),
+                    c.ingress.name.as_str(),
+                    c.backend.service.as_str(),
+                ]),
+                weighed: WeighedCount::default(),
+            }))
+        };
         let target = |ingress: &IngressRef,
                       key: &BackendKey,
                       fallback: bool,
                       raw: bool,
-                      policy: Option<&Arc<RoutePolicy>>| {
+                      policy: Option<&Arc<RoutePolicy>>,
+                      canary: Option<Box<CanaryTarget>>| {
             Some(Arc::new(RouteTarget {
                 backend: backends.get(key)?.clone(),
                 ingress: ingress.to_string().into(),
@@ -131,6 +179,7 @@ impl RouteTable {
                     &key.service,
                     fallback,
                 ),
+                canary,
             }))
         };
         let build_paths = |routes: &Arc<Vec<Route>>, host_less: bool| {
@@ -146,6 +195,7 @@ impl RouteTable {
                     fallback,
                     route.forward_raw_path,
                     route.policy.as_ref(),
+                    canary(route),
                 ) else {
                     continue;
                 };
@@ -186,7 +236,7 @@ impl RouteTable {
             .cloned()
             .unwrap_or_else(|| build_paths(&config.hostless, true));
         if let Some(db) = &config.default_backend {
-            table.default_backend = target(&db.ingress, &db.backend, true, false, None);
+            table.default_backend = target(&db.ingress, &db.backend, true, false, None, None);
         }
         match previous.filter(|p| Arc::ptr_eq(&p.fallback_source, &config.known_hosts)) {
             Some(p) => table.fallback_by_host = p.fallback_by_host.clone(),

@@ -345,17 +345,19 @@ fn backend_protocol() {
         ("http", BackendProtocol::Http1),
         ("GRPC", BackendProtocol::H2c),
         ("H2C", BackendProtocol::H2c),
+        ("HTTPS", BackendProtocol::Https),
+        ("grpcs", BackendProtocol::Grpcs),
     ] {
         assert_eq!(
             policy(&[(&nginx("backend-protocol"), v)]).backend_protocol,
             Some(want)
         );
     }
-    for v in ["HTTPS", "GRPCS", "AUTO_HTTP", "FCGI", "SPDY", ""] {
+    for v in ["AUTO_HTTP", "FCGI", "SPDY", ""] {
         invalid("backend-protocol", v);
     }
-    let a = parsed(&[(&nginx("backend-protocol"), "HTTPS")]);
-    assert!(a.problems[0].contains("not supported yet"));
+    let a = parsed(&[(&nginx("backend-protocol"), "FCGI")]);
+    assert!(a.problems[0].contains("not supported"));
 }
 
 #[test]

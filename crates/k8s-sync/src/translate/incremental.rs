@@ -237,11 +237,11 @@ impl Translator {
                 self.set_host_routes(h, None);
                 continue;
             };
-            let (routes, conflicts) = merge_host(
-                h,
-                ages.iter().filter_map(|a| self.served.get(a)).map(|o| &**o),
-            );
-            self.set_host_routes(h, Some(Arc::new(routes)));
+            let served = &self.served;
+            let (routes, conflicts) =
+                merge_host(h, ages.iter().filter_map(|a| served.get(a)).map(|o| &**o));
+            // A host only canaries name has no routes of its own.
+            self.set_host_routes(h, (!routes.is_empty()).then(|| Arc::new(routes)));
             if conflicts.is_empty() {
                 self.conflicts.remove(h);
             } else {

@@ -200,6 +200,167 @@ fn oldest_ingress_wins_conflicts_and_others_merge() {
     assert!(conflict[0].detail.contains("default/z-older"));
 }
 
+fn canary(name: &str, created: &str, annotations: Value, spec: Value) -> Value {
+    let mut doc = ingress(name, Some("tandem-router"), Some(created), spec);
+    let mut a = annotations;
+    a["nginx.ingress.kubernetes.io/canary"] = json!("true");
+    doc["metadata"]["annotations"] = a;
+    doc
+}
+
+#[test]
+fn canary_attaches_to_the_main_route_and_never_competes() {
+    let main = ingress(
+        "main",
+        Some("tandem-router"),
+        Some("2026-02-01T00:00:00Z"),
+        json!({"rules": [
+            rule(Some("h.example"), "/api", "Prefix", "stable", json!({"number": 80})),
+            rule(Some("h.example"), "/exact", "Exact", "stable", json!({"number": 80})),
+            rule(None, "/", "Prefix", "legacy", json!({"number": 80})),
+        ]}),
+    );
+    // Older than the main Ingress: still a canary, not the owner of the path.
+    let c1 = canary(
+        "c1",
+        "2026-01-01T00:00:00Z",
+        json!({"nginx.ingress.kubernetes.io/canary-weight": "30"}),
+        json!({"rules": [
+            rule(Some("h.example"), "/api/", "Prefix", "beta", json!({"number": 80})),
+            // pathType differs from the main route's: no main route.
+            rule(Some("h.example"), "/exact", "Prefix", "beta", json!({"number": 80})),
+            rule(Some("other.example"), "/", "Prefix", "beta", json!({"number": 80})),
+            rule(None, "/", "Prefix", "beta", json!({"number": 80})),
+        ],
+        "tls": [{"hosts": ["h.example"], "secretName": "s"}],
+        "defaultBackend": {"service": {"name": "beta", "port": {"number": 80}}}}),
+    );
+    let c2 = canary(
+        "c2",
+        "2026-03-01T00:00:00Z",
+        json!({"nginx.ingress.kubernetes.io/canary-by-header": "x-c2"}),
+        json!({"rules": [
+            rule(Some("h.example"), "/api", "Prefix", "gamma", json!({"number": 80})),
+            rule(None, "/", "Prefix", "legacy", json!({"number": 80})),
+        ]}),
+    );
+    let t = translate(&snap(vec![main, c1, c2]), &settings());
+    let routes = &t.routes.exact_hosts["h.example"];
+    assert_eq!(routes.len(), 2, "canaries add no route: {routes:?}");
+    let api = routes.iter().find(|r| r.path.path() == "/api").unwrap();
+    assert_eq!(api.ingress.name, "main");
+    assert_eq!(api.backend.service, "stable");
+    let c = api.canary.as_ref().expect("canary attached");
+    assert_eq!(
+        (c.ingress.name.as_str(), c.backend.service.as_str()),
+        ("c1", "beta")
+    );
+    assert_eq!(c.rule.weight, 30);
+    assert!(api.policy.is_none());
+    let exact = routes.iter().find(|r| r.path.path() == "/exact").unwrap();
+    assert!(exact.canary.is_none());
+    assert_eq!(
+        t.routes.hostless[0].canary.as_ref().unwrap().ingress.name,
+        "c1"
+    );
+    assert!(!t.routes.exact_hosts.contains_key("other.example"));
+    assert!(t.routes.default_backend.is_none());
+    // The canary backend is resolved like any other.
+    assert!(t.routes.backends().any(|b| b.service == "beta"));
+    assert!(t.endpoints.0.keys().any(|b| b.service == "beta"));
+    let by = |reason| -> Vec<(&str, &str)> {
+        t.problems
+            .iter()
+            .filter(|p| p.reason == reason)
+            .map(|p| (p.name.as_str(), p.detail.as_str()))
+            .collect()
+    };
+    assert!(
+        by(ProblemReason::PathConflict).is_empty(),
+        "{:?}",
+        t.problems
+    );
+    let without = by(ProblemReason::CanaryWithoutMain);
+    assert_eq!(without.len(), 3, "{without:?}");
+    assert!(
+        without
+            .iter()
+            .any(|(_, d)| d.contains("path /exact (Prefix)"))
+    );
+    assert!(without.iter().any(|(_, d)| d.contains("other.example")));
+    assert!(without.iter().any(|(_, d)| d.contains("defaultBackend")));
+    let conflicts = by(ProblemReason::CanaryConflict);
+    assert_eq!(conflicts.len(), 2, "{conflicts:?}");
+    assert!(conflicts.iter().all(|(n, _)| *n == "c2"));
+    assert!(
+        conflicts
+            .iter()
+            .any(|(_, d)| d.contains("already has a canary from older Ingress default/c1"))
+    );
+    assert!(conflicts.iter().any(|(_, d)| d.contains("own backend")));
+}
+
+#[test]
+fn canary_of_a_regex_path_is_keyed_like_its_main() {
+    let mut main = ingress(
+        "main",
+        Some("tandem-router"),
+        Some("2026-02-01T00:00:00Z"),
+        json!({"rules": [rule(Some("h.example"), "/api(/|$)(.*)", "ImplementationSpecific", "stable", json!({"number": 80}))]}),
+    );
+    main["metadata"]["annotations"] = json!({"nginx.ingress.kubernetes.io/rewrite-target": "/$2"});
+    let c = canary(
+        "c",
+        "2026-02-02T00:00:00Z",
+        json!({"nginx.ingress.kubernetes.io/use-regex": "true",
+               "nginx.ingress.kubernetes.io/rewrite-target": "/ignored/$2",
+               "nginx.ingress.kubernetes.io/canary-weight": "100"}),
+        json!({"rules": [rule(Some("h.example"), "/api(/|$)(.*)", "ImplementationSpecific", "beta", json!({"number": 80}))]}),
+    );
+    let t = translate(&snap(vec![main, c]), &settings());
+    let r = &t.routes.exact_hosts["h.example"][0];
+    assert_eq!(r.canary.as_ref().unwrap().backend.service, "beta");
+    // The main route's rewrite applies to canary requests too; the canary's own is ignored.
+    let rw = r.policy.as_ref().unwrap().rewrite.as_ref().unwrap();
+    assert_eq!(rw.apply("/api/x", None).as_deref(), Some("/x"));
+    // Only the missing Services, each blamed on the Ingress naming it.
+    let names: Vec<_> = t
+        .problems
+        .iter()
+        .map(|p| (p.name.as_str(), p.reason))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("c", ProblemReason::ServiceNotFound),
+            ("main", ProblemReason::ServiceNotFound)
+        ]
+    );
+}
+
+#[test]
+fn edge_ignores_a_canary_ingress_tls() {
+    let main = ingress(
+        "main",
+        Some("tandem-router"),
+        Some("2026-02-01T00:00:00Z"),
+        json!({"rules": [rule(Some("h.example"), "/", "Prefix", "stable", json!({"number": 80}))]}),
+    );
+    let c = canary(
+        "c",
+        "2026-02-02T00:00:00Z",
+        json!({}),
+        json!({"rules": [rule(Some("h.example"), "/", "Prefix", "beta", json!({"number": 80}))],
+            "tls": [{"hosts": ["h.example"], "secretName": "s"}]}),
+    );
+    let mut s = settings();
+    s.tier = Tier::TlsEdge;
+    let t = translate(&snap(vec![main, c]), &s);
+    assert!(t.routes.tls.is_empty());
+    assert!(t.routes.https_redirect_hosts.is_empty());
+    assert!(t.routes.exact_hosts["h.example"][0].canary.is_some());
+}
+
 #[test]
 fn default_backend_oldest_wins() {
     let db =
@@ -530,6 +691,7 @@ mod incremental_equals_full {
             tls: Option<(usize, usize)>,
             default_backend: Option<usize>,
             annotation: usize,
+            canary: usize,
         },
         DeleteIngress {
             name: usize,
@@ -558,9 +720,9 @@ mod incremental_equals_full {
         prop_oneof![
             6 => (0..4usize, 0..2usize, 0..3usize, proptest::option::of(0u8..3),
                   proptest::collection::vec(rule, 0..4), proptest::option::of((0..4usize, 0..3usize)),
-                  proptest::option::of(0..3usize), 0..3usize)
-                .prop_map(|(name, ns, class, created, rules, tls, default_backend, annotation)| Op::PutIngress {
-                    name, ns, class, created, rules, tls, default_backend, annotation,
+                  proptest::option::of(0..3usize), (0..3usize, 0..4usize))
+                .prop_map(|(name, ns, class, created, rules, tls, default_backend, (annotation, canary))| Op::PutIngress {
+                    name, ns, class, created, rules, tls, default_backend, annotation, canary,
                 }),
             2 => (0..4usize, 0..2usize).prop_map(|(name, ns)| Op::DeleteIngress { name, ns }),
             1 => (0..3usize, 0..2usize).prop_map(|(s, ns)| Op::PutService(s, ns)),
@@ -583,6 +745,7 @@ mod incremental_equals_full {
                 tls,
                 default_backend,
                 annotation,
+                canary,
             } => {
                 let rules: Vec<Value> = rules
                     .iter()
@@ -610,8 +773,25 @@ mod incremental_equals_full {
                 let mut doc = ingress(&format!("i{name}"), class, created.as_deref(), spec);
                 doc["metadata"]["namespace"] = json!(NS[*ns]);
                 let value = ["true", "false", "maybe"][*annotation];
-                doc["metadata"]["annotations"] =
+                let mut annotations =
                     json!({"tandem.dev/normalize-path": value, "tandem.dev/ssl-redirect": value});
+                // Half the Ingresses are canaries (one with an invalid weight, one with a
+                // setting but no switch).
+                match canary {
+                    0 => {}
+                    1 => {
+                        annotations["nginx.ingress.kubernetes.io/canary"] = json!("true");
+                        annotations["nginx.ingress.kubernetes.io/canary-weight"] = json!("30");
+                    }
+                    2 => {
+                        annotations["tandem.dev/canary"] = json!("true");
+                        annotations["tandem.dev/canary-weight"] = json!("300");
+                    }
+                    _ => {
+                        annotations["tandem.dev/canary-by-header"] = json!("x-canary");
+                    }
+                }
+                doc["metadata"]["annotations"] = annotations;
                 for o in Object::from_manifest(doc).unwrap() {
                     snapshot.upsert(o);
                 }

@@ -7,11 +7,14 @@ use std::time::Instant;
 use prometheus::IntCounter;
 
 use super::in_flight::InFlightGuard;
+use crate::backend::Backend;
 use crate::metrics::RouteMetrics;
 use crate::route_table::RouteTarget;
 
 pub struct RequestCtx {
     pub(crate) route: Option<Arc<RouteTarget>>,
+    /// The route's canary serves this request.
+    pub(crate) canary: bool,
     /// Metrics of the route, or of unrouted requests.
     pub(crate) metrics: Option<Arc<RouteMetrics>>,
     /// Fallback counter of the request's configured host, when the fallback serves it.
@@ -40,6 +43,7 @@ impl RequestCtx {
     pub(crate) fn new(in_flight: InFlightGuard) -> Self {
         Self {
             route: None,
+            canary: false,
             metrics: None,
             fallback_counter: None,
             request_id: String::new(),
@@ -56,5 +60,14 @@ impl RequestCtx {
             body_bytes: 0,
             _in_flight: in_flight,
         }
+    }
+
+    /// The backend serving the request: the route's, or its canary's.
+    pub(crate) fn backend(&self) -> Option<&Arc<Backend>> {
+        let route = self.route.as_ref()?;
+        Some(match &route.canary {
+            Some(c) if self.canary => &c.backend,
+            _ => &route.backend,
+        })
     }
 }

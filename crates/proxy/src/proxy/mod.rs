@@ -3,11 +3,13 @@
 //! endpoint choice, forwarded headers, local responses, error classification and the access log.
 
 mod annotated;
+mod canary;
 mod context;
 mod in_flight;
 mod local;
 mod request_id;
 mod upstream_error;
+mod upstream_tls;
 
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -97,10 +99,8 @@ impl Proxy {
         if !self.settings.request_metrics {
             return;
         }
-        let (ns, svc) = ctx
-            .route
-            .as_ref()
-            .map_or(("", ""), |r| (&*r.namespace, &*r.backend.service));
+        let ns = ctx.route.as_ref().map_or("", |r| &*r.namespace);
+        let svc = ctx.backend().map_or("", |b| &*b.service);
         self.metrics
             .upstream_errors
             .with_label_values(&[ns, svc, upstream_error::error_kind(e.etype())])
@@ -246,7 +246,15 @@ impl ProxyHttp for Proxy {
             ctx.route = Some(route);
             return Ok(true);
         }
-        if !route.backend.has_endpoints() {
+        if let Some(c) = &route.canary
+            && canary::choose(c, session.req_header())
+        {
+            ctx.canary = true;
+            c.requests.inc();
+            if self.settings.request_metrics {
+                ctx.metrics = Some(c.metrics.clone());
+            }
+        } else if !route.backend.has_endpoints() {
             ctx.local_reason = Some("no_endpoints");
             ctx.route = Some(route);
             let message = "Service Unavailable: the backend has no ready endpoint";
@@ -266,7 +274,10 @@ impl ProxyHttp for Proxy {
             .route
             .as_ref()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route selected"))?;
-        let addr = match route.backend.pick(&ctx.tried) {
+        let backend = ctx
+            .backend()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route selected"))?;
+        let addr = match backend.pick(&ctx.tried) {
             Pick::Endpoint(a) => a,
             Pick::NoEndpoints => {
                 return Err(Error::explain(
@@ -281,13 +292,33 @@ impl ProxyHttp for Proxy {
                 ));
             }
         };
+        let policy = route.policy.as_deref();
+        let s = &self.settings;
+        // The route's `backend-protocol` annotation, else the flag, else the port's appProtocol.
+        let protocol = policy
+            .and_then(|p| p.backend_protocol)
+            .or(s.upstream_protocol)
+            .unwrap_or_else(|| backend.protocol());
+        let mut peer = match protocol {
+            BackendProtocol::Https | BackendProtocol::Grpcs => {
+                let default_tls = k8s_sync::UpstreamTls::default();
+                let tls = policy
+                    .and_then(|p| p.upstream_tls.as_ref())
+                    .unwrap_or(&default_tls);
+                let upstream_host = policy
+                    .and_then(|p| p.upstream_host.as_ref())
+                    .and_then(|h| h.to_str().ok());
+                let sni = upstream_tls::server_name(tls, upstream_host, &ctx.authority, addr);
+                // A WebSocket upgrade is HTTP/1.1 whatever the route speaks.
+                let h2 = protocol == BackendProtocol::Grpcs && !session.is_upgrade_req();
+                upstream_tls::peer(addr, sni, tls, h2)
+            }
+            _ => HttpPeer::new(addr, false, String::new()),
+        };
         ctx.tried.push(addr);
         ctx.upstream = Some(addr);
         ctx.attempt_started = Some(Instant::now());
-        let mut peer = HttpPeer::new(addr, false, String::new());
         let o = &mut peer.options;
-        let policy = route.policy.as_deref();
-        let s = &self.settings;
         o.connection_timeout = policy
             .and_then(|p| p.connect_timeout)
             .or(Some(s.connect_timeout));
@@ -296,17 +327,12 @@ impl ProxyHttp for Proxy {
             .and_then(|p| p.send_timeout)
             .or(Some(s.write_timeout));
         o.idle_timeout = Some(s.upstream_idle_timeout);
-        // The route's `backend-protocol` annotation, else the flag, else the port's appProtocol.
-        let protocol = policy
-            .and_then(|p| p.backend_protocol)
-            .or(s.upstream_protocol)
-            .unwrap_or_else(|| route.backend.protocol());
         if session.is_upgrade_req() {
             // An upgrade takes a connection of its own: handing it a pooled keep-alive
             // connection let some WebSockets close right after their 101 (3 in 1,000 after
             // plain requests to the same backend).
             peer.group_key = UPGRADE_POOL;
-        } else if protocol == BackendProtocol::H2c {
+        } else if matches!(protocol, BackendProtocol::H2c | BackendProtocol::Grpcs) {
             peer.options.set_http_version(2, 2);
             // Multiplex: pingora's default of one stream per connection would make h2c a
             // slower HTTP/1.1.
@@ -324,9 +350,8 @@ impl ProxyHttp for Proxy {
     ) -> Box<Error> {
         // Nothing was sent yet, so any method may go to another endpoint.
         let untried = ctx
-            .route
-            .as_ref()
-            .is_some_and(|r| ctx.tried.len() < r.backend.endpoint_count());
+            .backend()
+            .is_some_and(|b| ctx.tried.len() < b.endpoint_count());
         tracing::warn!(tier = self.settings.tier.as_str(), upstream = %peer, error = %e, retry = untried, "upstream connect failed");
         self.count_upstream_error(ctx, &e);
         if untried {
@@ -483,6 +508,7 @@ impl ProxyHttp for Proxy {
         let req = session.req_header();
         let client = ctx.client.or_else(|| peer_ip(session));
         let route = ctx.route.as_deref();
+        let backend = ctx.backend();
         let duration = ctx.started.elapsed();
         tracing::info!(
             target: "tandem::access",
@@ -498,9 +524,10 @@ impl ProxyHttp for Proxy {
             upstream = ctx.upstream.map(|u| u.to_string()).unwrap_or_default(),
             attempts = ctx.tried.len(),
             ingress = route.map_or("", |r| &*r.ingress),
-            service = route.map_or("", |r| &*r.backend.service),
-            backend = route.map_or("", |r| &*r.backend.label),
+            service = backend.map_or("", |b| &*b.service),
+            backend = backend.map_or("", |b| &*b.label),
             fallback = route.is_some_and(|r| r.fallback),
+            canary = ctx.canary,
             local = ctx.local_reason.unwrap_or(""),
             upstream_connect_ms = ctx.connected.map(|c| (c - ctx.started).as_secs_f64() * 1000.0),
             duration_ms = duration.as_secs_f64() * 1000.0,

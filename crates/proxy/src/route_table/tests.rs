@@ -22,6 +22,7 @@ fn route(path: PathMatch, svc: &str) -> Route {
             name: format!("ing-{svc}"),
         },
         policy: None,
+        canary: None,
     }
 }
 
@@ -253,4 +254,44 @@ fn fallback_counters_are_labelled_by_configured_host_only() {
     assert!(text.contains(r#"host="*.brand.example""#));
     assert!(text.contains(r#"host="_other""#));
     assert!(!text.contains("random-attacker"));
+}
+
+#[test]
+fn canary_target_carries_its_backend_and_rule() {
+    let rule = {
+        let map = [
+            ("tandem.dev/canary", "true"),
+            ("tandem.dev/canary-weight", "30"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        k8s_sync::annotations::parse(Some(&map)).canary.unwrap()
+    };
+    let mut with_canary = route(prefix("/api"), "stable");
+    with_canary.canary = Some(Arc::new(k8s_sync::Canary {
+        backend: key("beta"),
+        ingress: IngressRef {
+            namespace: "default".into(),
+            name: "beta-canary".into(),
+        },
+        rule,
+    }));
+    let config = RoutingConfig {
+        exact_hosts: [(
+            "h.example".to_owned(),
+            Arc::new(vec![with_canary, route(prefix("/other"), "stable")]),
+        )]
+        .into_iter()
+        .collect(),
+        ..RoutingConfig::default()
+    };
+    let t = table(&config);
+    let api = t.lookup("h.example", "/api/x").unwrap();
+    assert_eq!(api.backend.key.service, "stable");
+    let c = api.canary.as_ref().expect("canary target");
+    assert_eq!(c.backend.key.service, "beta");
+    assert_eq!(&*c.ingress, "default/beta-canary");
+    assert_eq!(c.rule.weight, 30);
+    assert!(t.lookup("h.example", "/other").unwrap().canary.is_none());
 }
