@@ -1,7 +1,7 @@
 //! The validated, immutable configuration a tier serves from. Built by [`crate::translate`] off the
 //! hot path; the data path only reads it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -105,15 +105,17 @@ pub struct DefaultBackend {
 
 /// Routes by host, in the order a request is matched: exact host, wildcard host, no host,
 /// default backend.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
 ///
-/// Each host's rules are shared (`Arc`) between successive configs while the host is unchanged,
-/// so a publisher can tell an untouched host by pointer and keep what it built for it.
+/// The maps are persistent (`imbl`): a new config shares every untouched part with the last
+/// one, so making it and cloning it cost in proportion to what changed. Each host's rules are
+/// shared (`Arc`) between successive configs while the host is unchanged, so a publisher can
+/// tell an untouched host by pointer and keep what it built for it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RoutingConfig {
     /// Exact hosts, lowercased.
-    pub exact_hosts: BTreeMap<String, Arc<Vec<Route>>>,
+    pub exact_hosts: imbl::OrdMap<String, Arc<Vec<Route>>>,
     /// Wildcard hosts by the suffix after `*.`, lowercased (`*.example.com` → `example.com`).
-    pub wildcard_hosts: BTreeMap<String, Arc<Vec<Route>>>,
+    pub wildcard_hosts: imbl::OrdMap<String, Arc<Vec<Route>>>,
     /// Rules without host.
     pub hostless: Arc<Vec<Route>>,
     pub default_backend: Option<DefaultBackend>,
@@ -123,7 +125,7 @@ pub struct RoutingConfig {
     pub https_redirect_hosts: Arc<BTreeSet<String>>,
     /// Every host any Ingress in the source names (rules or TLS, any class), lowercased: the only
     /// values a per-host metric label may take.
-    pub known_hosts: Arc<BTreeSet<String>>,
+    pub known_hosts: imbl::OrdSet<String>,
 }
 
 /// One `spec.tls` entry that resolved to a Secret in the Ingress's namespace.
@@ -220,8 +222,9 @@ pub struct ResolvedBackend {
 }
 
 /// Ready endpoints per backend. Churns far more often than routes, so it is published apart.
+/// Persistent: a new set shares every unchanged backend with the last one.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct EndpointSet(pub BTreeMap<BackendKey, ResolvedBackend>);
+pub struct EndpointSet(pub imbl::OrdMap<BackendKey, ResolvedBackend>);
 
 impl EndpointSet {
     pub fn get(&self, key: &BackendKey) -> &[SocketAddr] {

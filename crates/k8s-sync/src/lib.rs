@@ -29,4 +29,4 @@ pub use problem::{Problem, ProblemReason};
 pub use source::api::{ApiOptions, run_api_sync};
 pub use source::manifest::{FileProblem, ManifestDir, run_manifest_sync};
 pub use tier::Tier;
-pub use translate::{TierSettings, Translation, translate};
+pub use translate::{Delta, TierSettings, Translation, translate};

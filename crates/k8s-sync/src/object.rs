@@ -216,13 +216,18 @@ pub struct Snapshot {
     changes: Changes,
 }
 
-/// What changed in a snapshot: Ingresses by key; the other kinds by kind.
+/// What changed in a snapshot, by kind and key.
 #[derive(Clone, Debug, Default)]
 pub struct Changes {
     pub ingresses: BTreeSet<ObjectKey>,
     /// Every Ingress (a relist of them).
     pub all_ingresses: bool,
+    /// Other kinds with any change.
     pub kinds: BTreeSet<Kind>,
+    /// Changed keys of the other kinds, except those in `relisted`.
+    pub keys: BTreeMap<Kind, BTreeSet<ObjectKey>>,
+    /// Other kinds replaced as a whole (a relist): any of their objects may have changed.
+    pub relisted: BTreeSet<Kind>,
 }
 
 impl Changes {
@@ -235,6 +240,9 @@ impl Changes {
             }
             other => {
                 self.kinds.insert(other);
+                if !self.relisted.contains(&other) {
+                    self.keys.entry(other).or_default().insert(key.clone());
+                }
             }
         }
     }
@@ -247,7 +255,19 @@ impl Changes {
             }
             other => {
                 self.kinds.insert(other);
+                self.relisted.insert(other);
+                self.keys.remove(&other);
             }
+        }
+    }
+
+    /// The changed keys of a kind other than Ingress; `None` when it was relisted as a whole.
+    pub fn keys_of(&self, kind: Kind) -> Option<&BTreeSet<ObjectKey>> {
+        static NONE: BTreeSet<ObjectKey> = BTreeSet::new();
+        if self.relisted.contains(&kind) {
+            None
+        } else {
+            Some(self.keys.get(&kind).unwrap_or(&NONE))
         }
     }
 }

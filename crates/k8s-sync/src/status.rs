@@ -71,8 +71,9 @@ impl Address {
 /// What the status writer needs from each published snapshot.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct StatusView {
-    /// Served Ingresses and the addresses their status holds now.
-    pub served: BTreeMap<ObjectKey, Vec<Address>>,
+    /// Served Ingresses and the addresses their status holds now (persistent: a new view
+    /// shares every unchanged Ingress with the last one).
+    pub served: imbl::OrdMap<ObjectKey, Vec<Address>>,
     /// The addresses to publish; `None` until the publish Service is known.
     pub desired: Option<Vec<Address>>,
 }
@@ -128,21 +129,38 @@ fn desired_addresses(snapshot: &Snapshot, publish: &PublishAddresses) -> Option<
 /// Feeds the status writer from the sync loop.
 pub struct StatusObserver {
     publish: PublishAddresses,
+    served: imbl::OrdMap<ObjectKey, Vec<Address>>,
     tx: watch::Sender<Arc<StatusView>>,
 }
 
 impl SyncObserver for StatusObserver {
     fn observe(&mut self, snapshot: &Snapshot, translation: &Translation) {
-        let served = translation
-            .served_ingresses
-            .iter()
-            .filter_map(|k| {
-                snapshot
-                    .ingresses
-                    .get(k)
-                    .map(|i| (k.clone(), current_addresses(i)))
-            })
-            .collect();
+        // With a delta only the Ingresses it names are looked at again.
+        let mut served = match &translation.delta {
+            Some(delta) => {
+                let mut served = self.served.clone();
+                for k in &delta.ingresses {
+                    match snapshot.ingresses.get(k) {
+                        Some(i) if translation.served_ingresses.contains(k) => {
+                            served.insert(k.clone(), current_addresses(i));
+                        }
+                        _ => {
+                            served.remove(k);
+                        }
+                    }
+                }
+                served
+            }
+            None => imbl::OrdMap::new(),
+        };
+        if translation.delta.is_none() {
+            for k in translation.served_ingresses.iter() {
+                if let Some(i) = snapshot.ingresses.get(k) {
+                    served.insert(k.clone(), current_addresses(i));
+                }
+            }
+        }
+        self.served = served.clone();
         let view = StatusView {
             served,
             desired: desired_addresses(snapshot, &self.publish),
@@ -163,7 +181,14 @@ pub fn status_channel(
     publish: PublishAddresses,
 ) -> (StatusObserver, watch::Receiver<Arc<StatusView>>) {
     let (tx, rx) = watch::channel(Arc::new(StatusView::default()));
-    (StatusObserver { publish, tx }, rx)
+    (
+        StatusObserver {
+            publish,
+            served: imbl::OrdMap::new(),
+            tx,
+        },
+        rx,
+    )
 }
 
 fn now() -> MicroTime {

@@ -1,11 +1,12 @@
 //! Snapshot + tier settings → validated routing config, endpoints and problems. A pure function:
 //! no I/O, no clock, deterministic for a given input.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Service, ServicePort};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 
 use crate::config::{
@@ -59,13 +60,31 @@ pub struct Translation {
     pub endpoints: EndpointSet,
     /// PEM material of the Secrets named by `routes.tls` that exist and are well-formed; shared
     /// between translations while a Secret is unchanged.
-    pub tls_secrets: BTreeMap<ObjectKey, Arc<TlsSecret>>,
+    pub tls_secrets: imbl::OrdMap<ObjectKey, Arc<TlsSecret>>,
     /// Sorted, deduplicated.
     pub problems: Vec<Problem>,
     /// Objects in the source by kind.
     pub object_counts: Vec<(&'static str, usize)>,
     /// Ingresses of this tier's class: the ones whose status the leader writes.
-    pub served_ingresses: Arc<Vec<ObjectKey>>,
+    pub served_ingresses: imbl::OrdSet<ObjectKey>,
+    /// What changed since the previous translation of the same [`Translator`] (`None`:
+    /// anything may have, e.g. the first one): a sink that applied that one can apply only this.
+    pub delta: Option<Delta>,
+}
+
+/// What one translation changed relative to the one before it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Delta {
+    /// Host keys whose routes changed: `""` for the host-less rules, `*.suffix` for wildcards.
+    pub route_hosts: BTreeSet<String>,
+    /// The default backend changed.
+    pub default_backend: bool,
+    /// Hosts added to or removed from `known_hosts`.
+    pub known_hosts: BTreeSet<String>,
+    /// Backends added, removed, or whose endpoints or protocol changed.
+    pub backends: BTreeSet<BackendKey>,
+    /// Ingresses (of any class) added, changed or removed.
+    pub ingresses: BTreeSet<ObjectKey>,
 }
 
 /// Translates a snapshot into the config one tier serves, from scratch. A long-lived
@@ -592,140 +611,109 @@ fn backend_key(namespace: &str, backend: &IngressBackend) -> Result<BackendKey, 
     })
 }
 
-/// Resolves every backend the routes name to ready endpoint addresses. A backend that cannot be
-/// resolved keeps its routes (they answer 503, as a missing Service does elsewhere) and is
-/// reported against the Ingress that names it first.
-pub(crate) fn resolve_endpoints(
+/// The EndpointSlices of each Service (`(namespace, service name)`), by the
+/// `kubernetes.io/service-name` label.
+pub(crate) fn service_of_slice(key: &ObjectKey, slice: &EndpointSlice) -> Option<(String, String)> {
+    slice
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(SERVICE_NAME_LABEL))
+        .map(|svc| (key.namespace.clone(), svc.clone()))
+}
+
+/// Resolves one backend to its ready endpoint addresses, given the EndpointSlices of its
+/// Service. A backend that cannot be resolved keeps its routes (they answer 503, as a missing
+/// Service does elsewhere) and is reported against `ingress`, an Ingress that names it.
+pub(crate) fn resolve_backend<'a>(
     snapshot: &Snapshot,
-    routes: &RoutingConfig,
-    problems: &mut BTreeSet<Problem>,
-) -> EndpointSet {
-    // Which Ingress to blame for a broken backend: the first that names it.
-    let mut named_by: BTreeMap<&BackendKey, &IngressRef> = BTreeMap::new();
-    for route in routes
-        .exact_hosts
-        .values()
-        .chain(routes.wildcard_hosts.values())
-        .flat_map(|r| r.iter())
-        .chain(routes.hostless.iter())
-    {
-        named_by.entry(&route.backend).or_insert(&route.ingress);
-        if let Some(c) = &route.canary {
-            named_by.entry(&c.backend).or_insert(&c.ingress);
-        }
+    backend: &BackendKey,
+    ingress: &IngressRef,
+    slices: impl Iterator<Item = &'a EndpointSlice>,
+    problems: &mut Vec<Problem>,
+) -> ResolvedBackend {
+    let problem = |reason, detail: String| Problem {
+        kind: "Ingress",
+        namespace: ingress.namespace.clone(),
+        name: ingress.name.clone(),
+        reason,
+        detail,
+    };
+    let svc_key = ObjectKey::new(backend.namespace.as_str(), backend.service.as_str());
+    let Some(service) = snapshot.services.get(&svc_key) else {
+        problems.push(problem(
+            ProblemReason::ServiceNotFound,
+            format!("Service {svc_key} not found"),
+        ));
+        return ResolvedBackend::default();
+    };
+    if service.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("ExternalName") {
+        problems.push(problem(
+            ProblemReason::UnsupportedService,
+            format!("Service {svc_key} is of type ExternalName, which tandem does not route to"),
+        ));
+        return ResolvedBackend::default();
     }
-    if let Some(db) = &routes.default_backend {
-        named_by.entry(&db.backend).or_insert(&db.ingress);
-    }
-
-    let mut slices_by_service: HashMap<(&str, &str), Vec<_>> = HashMap::new();
-    for (key, slice) in &snapshot.endpoint_slices {
-        if let Some(svc) = slice
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(SERVICE_NAME_LABEL))
-        {
-            slices_by_service
-                .entry((key.namespace.as_str(), svc.as_str()))
-                .or_default()
-                .push(slice);
-        }
-    }
-
-    let mut out = BTreeMap::new();
-    for (backend, ingress) in named_by {
-        let problem = |reason, detail: String| Problem {
-            kind: "Ingress",
-            namespace: ingress.namespace.clone(),
-            name: ingress.name.clone(),
-            reason,
-            detail,
-        };
-        let svc_key = ObjectKey::new(backend.namespace.as_str(), backend.service.as_str());
-        let Some(service) = snapshot.services.get(&svc_key) else {
-            problems.insert(problem(
-                ProblemReason::ServiceNotFound,
-                format!("Service {svc_key} not found"),
-            ));
-            out.insert(backend.clone(), ResolvedBackend::default());
-            continue;
-        };
-        if service.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("ExternalName") {
-            problems.insert(problem(
-                ProblemReason::UnsupportedService,
+    let Some(port) = find_service_port(service, &backend.port) else {
+        problems.push(problem(
+            ProblemReason::ServicePortNotFound,
+            format!("Service {svc_key} has no port {}", backend.port),
+        ));
+        return ResolvedBackend::default();
+    };
+    let single_port = service
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.as_ref())
+        .is_some_and(|p| p.len() == 1);
+    let port_name = port.name.as_deref().unwrap_or("");
+    let protocol = BackendProtocol::from_app_protocol(port.app_protocol.as_deref())
+        .unwrap_or_else(|| {
+            problems.push(problem(
+                ProblemReason::UnsupportedAppProtocol,
                 format!(
-                    "Service {svc_key} is of type ExternalName, which tandem does not route to"
+                    "Service {svc_key} port {} has appProtocol {:?}, which tandem does not speak; using HTTP/1.1",
+                    backend.port,
+                    port.app_protocol.as_deref().unwrap_or("")
                 ),
             ));
-            out.insert(backend.clone(), ResolvedBackend::default());
-            continue;
-        }
-        let Some(port) = find_service_port(service, &backend.port) else {
-            problems.insert(problem(
-                ProblemReason::ServicePortNotFound,
-                format!("Service {svc_key} has no port {}", backend.port),
-            ));
-            out.insert(backend.clone(), ResolvedBackend::default());
-            continue;
-        };
-        let single_port = service
-            .spec
-            .as_ref()
-            .and_then(|s| s.ports.as_ref())
-            .is_some_and(|p| p.len() == 1);
-        let port_name = port.name.as_deref().unwrap_or("");
-        let protocol = BackendProtocol::from_app_protocol(port.app_protocol.as_deref())
-            .unwrap_or_else(|| {
-                problems.insert(problem(
-                    ProblemReason::UnsupportedAppProtocol,
-                    format!(
-                        "Service {svc_key} port {} has appProtocol {:?}, which tandem does not speak; using HTTP/1.1",
-                        backend.port,
-                        port.app_protocol.as_deref().unwrap_or("")
-                    ),
-                ));
-                BackendProtocol::Http1
-            });
-        let mut addrs = Vec::new();
-        let slices = slices_by_service
-            .get(&(backend.namespace.as_str(), backend.service.as_str()))
-            .filter(|s| !s.is_empty());
-        if let Some(slices) = slices {
-            for slice in slices {
-                let ports = slice.ports.as_deref().unwrap_or(&[]);
-                let Some(p) = matching_port(ports, |p| p.name.as_deref(), port_name, single_port)
-                    .and_then(|p| p.port)
-                else {
+            BackendProtocol::Http1
+        });
+    let mut addrs = Vec::new();
+    let mut slices = slices.peekable();
+    if slices.peek().is_some() {
+        for slice in slices {
+            let ports = slice.ports.as_deref().unwrap_or(&[]);
+            let Some(p) = matching_port(ports, |p| p.name.as_deref(), port_name, single_port)
+                .and_then(|p| p.port)
+            else {
+                continue;
+            };
+            for ep in slice.endpoints.iter().flatten() {
+                // A missing `ready` means ready, per the EndpointSlice API.
+                let ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
+                if !ready {
                     continue;
-                };
-                for ep in slice.endpoints.iter().flatten() {
-                    // A missing `ready` means ready, per the EndpointSlice API.
-                    let ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
-                    if !ready {
-                        continue;
-                    }
-                    push_addrs(&mut addrs, ep.addresses.iter().map(String::as_str), p);
                 }
-            }
-        } else if let Some(eps) = snapshot.endpoints.get(&svc_key) {
-            // Selector-less Services with hand-written Endpoints: the legacy fallback's case.
-            for subset in eps.subsets.iter().flatten() {
-                let ports = subset.ports.as_deref().unwrap_or(&[]);
-                let Some(p) = matching_port(ports, |p| p.name.as_deref(), port_name, single_port)
-                    .map(|p| p.port)
-                else {
-                    continue;
-                };
-                let ips = subset.addresses.iter().flatten().map(|a| a.ip.as_str());
-                push_addrs(&mut addrs, ips, p);
+                push_addrs(&mut addrs, ep.addresses.iter().map(String::as_str), p);
             }
         }
-        addrs.sort();
-        addrs.dedup();
-        out.insert(backend.clone(), ResolvedBackend { addrs, protocol });
+    } else if let Some(eps) = snapshot.endpoints.get(&svc_key) {
+        // Selector-less Services with hand-written Endpoints: the legacy fallback's case.
+        for subset in eps.subsets.iter().flatten() {
+            let ports = subset.ports.as_deref().unwrap_or(&[]);
+            let Some(p) =
+                matching_port(ports, |p| p.name.as_deref(), port_name, single_port).map(|p| p.port)
+            else {
+                continue;
+            };
+            let ips = subset.addresses.iter().flatten().map(|a| a.ip.as_str());
+            push_addrs(&mut addrs, ips, p);
+        }
     }
-    EndpointSet(out)
+    addrs.sort();
+    addrs.dedup();
+    ResolvedBackend { addrs, protocol }
 }
 
 /// The endpoint port behind a Service port: the one of the same name, or the only one when the

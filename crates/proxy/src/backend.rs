@@ -106,6 +106,26 @@ impl BackendRegistry {
         }
     }
 
+    /// Like [`BackendRegistry::sync`], for the named backends only (the others are unchanged).
+    pub fn sync_keys<'a>(
+        &mut self,
+        endpoints: &EndpointSet,
+        keys: impl IntoIterator<Item = &'a BackendKey>,
+    ) {
+        for key in keys {
+            match (endpoints.0.get(key), self.backends.get(key)) {
+                (None, _) => {
+                    self.backends.remove(key);
+                }
+                (Some(resolved), Some(b)) => b.update(resolved),
+                (Some(resolved), None) => {
+                    self.backends
+                        .insert(key.clone(), Arc::new(Backend::new(key.clone(), resolved)));
+                }
+            }
+        }
+    }
+
     pub fn get(&self, key: &BackendKey) -> Option<&Arc<Backend>> {
         self.backends.get(key)
     }

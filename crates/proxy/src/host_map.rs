@@ -3,21 +3,23 @@
 //! edge's certificate store.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 
 /// Values by host: exact names, and `*.suffix` wildcards that cover exactly one more label
 /// (`*.example.com` covers `a.example.com`, not `a.b.example.com` nor `example.com`).
-#[derive(Debug)]
-pub struct HostMap<T> {
-    exact: HashMap<Box<str>, T>,
-    wildcard: HashMap<Box<str>, T>,
+///
+/// Persistent (`imbl`): a clone shares everything with the original, so a new table that
+/// differs in a few hosts costs those hosts, not the whole map.
+#[derive(Clone, Debug)]
+pub struct HostMap<T: Clone> {
+    exact: imbl::HashMap<Box<str>, T>,
+    wildcard: imbl::HashMap<Box<str>, T>,
 }
 
-impl<T> Default for HostMap<T> {
+impl<T: Clone> Default for HostMap<T> {
     fn default() -> Self {
         Self {
-            exact: HashMap::new(),
-            wildcard: HashMap::new(),
+            exact: imbl::HashMap::new(),
+            wildcard: imbl::HashMap::new(),
         }
     }
 }
@@ -29,18 +31,32 @@ pub enum HostMatch {
     Wildcard,
 }
 
-impl<T> HostMap<T> {
-    /// The entry of a configured host: lowercase, `*.suffix` for a wildcard.
-    fn entry(&mut self, host: &str) -> std::collections::hash_map::Entry<'_, Box<str>, T> {
+impl<T: Clone> HostMap<T> {
+    fn side(&mut self, host: &str) -> (&mut imbl::HashMap<Box<str>, T>, Box<str>) {
         match host.strip_prefix("*.") {
-            Some(suffix) => self.wildcard.entry(suffix.into()),
-            None => self.exact.entry(host.into()),
+            Some(suffix) => (&mut self.wildcard, suffix.into()),
+            None => (&mut self.exact, host.into()),
         }
     }
 
     /// Adds a host unless it is there already: the first value stays.
     pub fn insert_first(&mut self, host: &str, value: T) {
-        self.entry(host).or_insert(value);
+        let (map, key) = self.side(host);
+        map.entry(key).or_insert(value);
+    }
+
+    /// Sets (or with `None` removes) a configured host's value: lowercase, `*.suffix` for a
+    /// wildcard.
+    pub fn set(&mut self, host: &str, value: Option<T>) {
+        let (map, key) = self.side(host);
+        match value {
+            Some(v) => {
+                map.insert(key, v);
+            }
+            None => {
+                map.remove(&key);
+            }
+        }
     }
 
     pub fn len(&self) -> usize {

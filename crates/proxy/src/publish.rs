@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use k8s_sync::{ConfigSink, RoutingConfig, Tier, Translation};
+use k8s_sync::{ConfigSink, Delta, RoutingConfig, Tier, Translation};
 
 use crate::backend::BackendRegistry;
 use crate::metrics::Metrics;
@@ -67,10 +67,12 @@ impl RoutePublisher {
 }
 
 impl RoutePublisher {
-    /// Config metrics: rebuild result, objects, problems, ready endpoints.
+    /// Config metrics: rebuild result, objects, problems, ready endpoints (with a delta, only
+    /// of the backends it names).
     fn record(
         &self,
         t: &Translation,
+        delta: Option<&Delta>,
         backends: &BackendRegistry,
         build_problems: &[k8s_sync::Problem],
     ) {
@@ -94,13 +96,31 @@ impl RoutePublisher {
                 .with_label_values(&[p.kind, p.reason.as_str()])
                 .inc();
         }
-        m.config_routes.set(t.routes.route_count() as i64);
-        m.ready_endpoints.reset();
-        for b in backends.iter() {
-            let port = b.key.port.to_string();
-            m.ready_endpoints
-                .with_label_values(&[&b.key.namespace, &b.key.service, &port])
-                .set(b.endpoint_count() as i64);
+        if delta.is_none_or(|d| !d.route_hosts.is_empty() || d.default_backend) {
+            m.config_routes.set(t.routes.route_count() as i64);
+        }
+        let set = |key: &k8s_sync::BackendKey, n: Option<usize>| {
+            let port = key.port.to_string();
+            let labels = [key.namespace.as_str(), key.service.as_str(), port.as_str()];
+            match n {
+                Some(n) => m.ready_endpoints.with_label_values(&labels).set(n as i64),
+                None => {
+                    let _ = m.ready_endpoints.remove_label_values(&labels);
+                }
+            }
+        };
+        match delta {
+            Some(d) => {
+                for key in &d.backends {
+                    set(key, backends.get(key).map(|b| b.endpoint_count()));
+                }
+            }
+            None => {
+                m.ready_endpoints.reset();
+                for b in backends.iter() {
+                    set(&b.key, Some(b.endpoint_count()));
+                }
+            }
         }
     }
 }
@@ -110,23 +130,50 @@ impl ConfigSink for RoutePublisher {
         let started = Instant::now();
         // Only the watcher task publishes; a poisoned lock still holds consistent data.
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        state.backends.sync(&translation.endpoints);
-        let table = (state.last_routes.as_ref() != Some(&translation.routes)).then(|| {
-            let (table, problems) =
-                RouteTable::build(
+        // A delta is relative to the translation applied last: usable once one was.
+        let delta = translation
+            .delta
+            .as_ref()
+            .filter(|_| state.last_routes.is_some());
+        match delta {
+            Some(d) => state
+                .backends
+                .sync_keys(&translation.endpoints, &d.backends),
+            None => state.backends.sync(&translation.endpoints),
+        }
+        let routes_changed = match delta {
+            Some(d) => {
+                !d.route_hosts.is_empty()
+                    || d.default_backend
+                    || !d.known_hosts.is_empty()
+                    || state.last_routes.as_ref().is_none_or(|r| {
+                        !Arc::ptr_eq(
+                            &r.https_redirect_hosts,
+                            &translation.routes.https_redirect_hosts,
+                        )
+                    })
+            }
+            None => state.last_routes.as_ref() != Some(&translation.routes),
+        };
+        let table = routes_changed.then(|| {
+            let current = self.routes.load();
+            let (table, problems) = match delta {
+                Some(d) => current.apply_delta(&translation.routes, d, &state.backends, &self.metrics),
+                None => RouteTable::build(
                     &translation.routes,
                     &state.backends,
                     &self.metrics,
-                    Some(&self.routes.load()),
-                );
-            for p in &problems {
+                    Some(&current),
+                ),
+            };
+            for p in problems.iter().filter(|p| !state.build_problems.contains(p)) {
                 tracing::warn!(tier = self.tier.as_str(), kind = p.kind, namespace = %p.namespace, name = %p.name,
                     reason = p.reason.as_str(), detail = %p.detail, "rule rejected");
             }
             state.build_problems = problems;
             table
         });
-        self.record(&translation, &state.backends, &state.build_problems);
+        self.record(&translation, delta, &state.backends, &state.build_problems);
         match table {
             Some(table) => {
                 self.routes.store(Arc::new(table));

@@ -6,16 +6,16 @@
 //! Prefix. This order is what makes a host-less `/` rule a true fallback.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use std::sync::atomic::AtomicU64;
 
 use k8s_sync::{
-    BackendKey, CanaryRule, IngressRef, PathMatch, Problem, ProblemReason, Route, RoutePolicy,
-    RoutingConfig,
+    BackendKey, CanaryRule, Delta, IngressRef, PathMatch, Problem, ProblemReason, Route,
+    RoutePolicy, RoutingConfig,
 };
 
-use prometheus::IntCounter;
+use prometheus::{IntCounter, IntCounterVec};
 
 use crate::backend::{Backend, BackendRegistry};
 use crate::host_map::{HostMap, normalize_host};
@@ -110,6 +110,14 @@ impl PathTable {
     }
 }
 
+/// A per-host fallback counter, registered on first use: most hosts never fall back, and a
+/// registered series costs memory for as long as the process lives.
+#[derive(Debug)]
+struct LazyCounter {
+    label: Box<str>,
+    counter: OnceLock<IntCounter>,
+}
+
 /// The routes one tier serves. Immutable once built; published with one atomic swap.
 pub struct RouteTable {
     /// Path rules per host (exact, then a one-label wildcard).
@@ -119,98 +127,131 @@ pub struct RouteTable {
     /// Hosts whose plain-HTTP requests the edge redirects to HTTPS, and the set they came from.
     https_hosts: Arc<HostMap<()>>,
     https_source: Arc<BTreeSet<String>>,
-    /// Fallback counters per configured host (`_other` else), and the set they came from.
-    fallback_by_host: Arc<HostMap<IntCounter>>,
-    fallback_source: Arc<BTreeSet<String>>,
+    /// Fallback counters per configured host (`_other` else).
+    fallback_by_host: HostMap<Arc<LazyCounter>>,
+    fallback_requests: IntCounterVec,
     fallback_other: IntCounter,
+    /// Rules the path tables could not hold, by host key.
+    problems: imbl::OrdMap<String, Arc<Vec<Problem>>>,
     /// Counters for requests no rule matched.
     pub unrouted: Arc<RouteMetrics>,
+}
+
+/// Makes path tables and route targets from translated routes.
+struct Builder<'a> {
+    backends: &'a BackendRegistry,
+    metrics: &'a Arc<Metrics>,
+}
+
+impl Builder<'_> {
+    fn canary(&self, route: &Route) -> Option<Box<CanaryTarget>> {
+        let (backends, metrics) = (self.backends, self.metrics);
+        let c = route.canary.as_ref()?;
+        Some(Box::new(CanaryTarget {
+            backend: backends.get(&c.backend)?.clone(),
+            rule: c.rule.clone(),
+            ingress: c.ingress.to_string().into(),
+            metrics: metrics.route_handles(
+                &c.ingress.namespace,
+                &c.ingress.name,
+                &c.backend.service,
+                false,
+            ),
+            requests: metrics.canary_requests.with_label_values(&[
+                c.ingress.namespace.as_str(),
+                c.ingress.name.as_str(),
+                c.backend.service.as_str(),
+            ]),
+            weighed: WeighedCount::default(),
+        }))
+    }
+
+    fn target(
+        &self,
+        ingress: &IngressRef,
+        key: &BackendKey,
+        fallback: bool,
+        raw: bool,
+        policy: Option<&Arc<RoutePolicy>>,
+        canary: Option<Box<CanaryTarget>>,
+    ) -> Option<Arc<RouteTarget>> {
+        Some(Arc::new(RouteTarget {
+            backend: self.backends.get(key)?.clone(),
+            ingress: ingress.to_string().into(),
+            namespace: ingress.namespace.as_str().into(),
+            ingress_name: ingress.name.as_str().into(),
+            fallback,
+            forward_raw_path: raw,
+            policy: policy.cloned(),
+            metrics: self.metrics.route_handles(
+                &ingress.namespace,
+                &ingress.name,
+                &key.service,
+                fallback,
+            ),
+            canary,
+        }))
+    }
+
+    fn paths(&self, routes: &Arc<Vec<Route>>, host_less: bool) -> Arc<PathTable> {
+        let mut table = PathTable {
+            source: routes.clone(),
+            ..PathTable::default()
+        };
+        for route in routes.iter() {
+            let fallback = host_less && route.path.is_catch_all();
+            let Some(t) = self.target(
+                &route.ingress,
+                &route.backend,
+                fallback,
+                route.forward_raw_path,
+                route.policy.as_ref(),
+                self.canary(route),
+            ) else {
+                continue;
+            };
+            if let Err(detail) = table.insert(route, t) {
+                table.problems.push(Problem {
+                    kind: "Ingress",
+                    namespace: route.ingress.namespace.clone(),
+                    name: route.ingress.name.clone(),
+                    reason: ProblemReason::InvalidPath,
+                    detail,
+                });
+            }
+        }
+        Arc::new(table)
+    }
+}
+
+impl LazyCounter {
+    fn new(label: &str) -> Arc<Self> {
+        Arc::new(Self {
+            label: label.into(),
+            counter: OnceLock::new(),
+        })
+    }
+}
+
+impl Builder<'_> {
+    fn default_backend(&self, config: &RoutingConfig) -> Option<Arc<RouteTarget>> {
+        let db = config.default_backend.as_ref()?;
+        self.target(&db.ingress, &db.backend, true, false, None, None)
+    }
 }
 
 impl RouteTable {
     /// Builds a table from translated config, taking backends from the registry (which must
     /// hold every backend the config names). The path table of a host whose routes are the
-    /// same shared list as in `previous` is reused, not rebuilt, so a change costs in
-    /// proportion to the hosts it touches. Rules a path table cannot hold are skipped and
-    /// returned as problems.
+    /// same shared list as in `previous` is reused, not rebuilt. Rules a path table cannot
+    /// hold are skipped and returned as problems.
     pub fn build(
         config: &RoutingConfig,
         backends: &BackendRegistry,
         metrics: &Arc<Metrics>,
         previous: Option<&RouteTable>,
     ) -> (Self, Vec<Problem>) {
-        let canary = |route: &Route| {
-            let c = route.canary.as_ref()?;
-            Some(Box::new(CanaryTarget {
-                backend: backends.get(&c.backend)?.clone(),
-                rule: c.rule.clone(),
-                ingress: c.ingress.to_string().into(),
-                metrics: metrics.route_handles(
-                    &c.ingress.namespace,
-                    &c.ingress.name,
-                    &c.backend.service,
-                    false,
-                ),
-                requests: metrics.canary_requests.with_label_values(&[
-                    c.ingress.namespace.as_str(),
-                    c.ingress.name.as_str(),
-                    c.backend.service.as_str(),
-                ]),
-                weighed: WeighedCount::default(),
-            }))
-        };
-        let target = |ingress: &IngressRef,
-                      key: &BackendKey,
-                      fallback: bool,
-                      raw: bool,
-                      policy: Option<&Arc<RoutePolicy>>,
-                      canary: Option<Box<CanaryTarget>>| {
-            Some(Arc::new(RouteTarget {
-                backend: backends.get(key)?.clone(),
-                ingress: ingress.to_string().into(),
-                namespace: ingress.namespace.as_str().into(),
-                ingress_name: ingress.name.as_str().into(),
-                fallback,
-                forward_raw_path: raw,
-                policy: policy.cloned(),
-                metrics: metrics.route_handles(
-                    &ingress.namespace,
-                    &ingress.name,
-                    &key.service,
-                    fallback,
-                ),
-                canary,
-            }))
-        };
-        let build_paths = |routes: &Arc<Vec<Route>>, host_less: bool| {
-            let mut table = PathTable {
-                source: routes.clone(),
-                ..PathTable::default()
-            };
-            for route in routes.iter() {
-                let fallback = host_less && route.path.is_catch_all();
-                let Some(t) = target(
-                    &route.ingress,
-                    &route.backend,
-                    fallback,
-                    route.forward_raw_path,
-                    route.policy.as_ref(),
-                    canary(route),
-                ) else {
-                    continue;
-                };
-                if let Err(detail) = table.insert(route, t) {
-                    table.problems.push(Problem {
-                        kind: "Ingress",
-                        namespace: route.ingress.namespace.clone(),
-                        name: route.ingress.name.clone(),
-                        reason: ProblemReason::InvalidPath,
-                        detail,
-                    });
-                }
-            }
-            Arc::new(table)
-        };
+        let b = Builder { backends, metrics };
         let mut table = RouteTable::empty(metrics);
         let hosts = config
             .exact_hosts
@@ -227,50 +268,115 @@ impl RouteTable {
                 .and_then(|p| p.hosts.get_configured(&host))
                 .filter(|t| Arc::ptr_eq(&t.source, routes))
                 .cloned();
-            let paths = kept.unwrap_or_else(|| build_paths(routes, false));
+            let paths = kept.unwrap_or_else(|| b.paths(routes, false));
+            table.set_problems(&host, &paths);
             table.hosts.insert_first(&host, paths);
         }
         table.hostless = previous
             .map(|p| &p.hostless)
             .filter(|t| Arc::ptr_eq(&t.source, &config.hostless))
             .cloned()
-            .unwrap_or_else(|| build_paths(&config.hostless, true));
-        if let Some(db) = &config.default_backend {
-            table.default_backend = target(&db.ingress, &db.backend, true, false, None, None);
+            .unwrap_or_else(|| b.paths(&config.hostless, true));
+        let hostless = table.hostless.clone();
+        table.set_problems("", &hostless);
+        table.default_backend = b.default_backend(config);
+        for h in config.known_hosts.iter() {
+            let kept = previous.and_then(|p| p.fallback_by_host.get_configured(h));
+            let counter = kept.cloned().unwrap_or_else(|| LazyCounter::new(h));
+            table.fallback_by_host.insert_first(h, counter);
         }
-        match previous.filter(|p| Arc::ptr_eq(&p.fallback_source, &config.known_hosts)) {
-            Some(p) => table.fallback_by_host = p.fallback_by_host.clone(),
-            None => {
-                let mut counters = HostMap::default();
-                for h in config.known_hosts.iter() {
-                    let kept = previous.and_then(|p| p.fallback_by_host.get_configured(h));
-                    let counter = kept.cloned().unwrap_or_else(|| {
-                        metrics.fallback_requests.with_label_values(&[h.as_str()])
-                    });
-                    counters.insert_first(h, counter);
-                }
-                table.fallback_by_host = Arc::new(counters);
+        table.https_from(config, previous);
+        let problems = table.problems();
+        (table, problems)
+    }
+
+    /// The table `self` becomes when the config it was built from changes by `delta` into
+    /// `config`: only the hosts the delta names are rebuilt, everything else is shared.
+    pub fn apply_delta(
+        &self,
+        config: &RoutingConfig,
+        delta: &Delta,
+        backends: &BackendRegistry,
+        metrics: &Arc<Metrics>,
+    ) -> (Self, Vec<Problem>) {
+        let b = Builder { backends, metrics };
+        let mut table = RouteTable {
+            hosts: self.hosts.clone(),
+            hostless: self.hostless.clone(),
+            default_backend: self.default_backend.clone(),
+            https_hosts: self.https_hosts.clone(),
+            https_source: self.https_source.clone(),
+            fallback_by_host: self.fallback_by_host.clone(),
+            fallback_requests: self.fallback_requests.clone(),
+            fallback_other: self.fallback_other.clone(),
+            problems: self.problems.clone(),
+            unrouted: self.unrouted.clone(),
+        };
+        for host in &delta.route_hosts {
+            if host.is_empty() {
+                table.hostless = b.paths(&config.hostless, true);
+                let hostless = table.hostless.clone();
+                table.set_problems("", &hostless);
+                continue;
             }
+            let routes = match host.strip_prefix("*.") {
+                Some(suffix) => config.wildcard_hosts.get(suffix),
+                None => config.exact_hosts.get(host.as_str()),
+            };
+            let paths = routes.map(|r| b.paths(r, false));
+            match &paths {
+                Some(p) => table.set_problems(host, p),
+                None => {
+                    table.problems.remove(host);
+                }
+            }
+            table.hosts.set(host, paths);
         }
-        table.fallback_source = config.known_hosts.clone();
+        if delta.default_backend {
+            table.default_backend = b.default_backend(config);
+        }
+        for h in &delta.known_hosts {
+            let counter = config.known_hosts.contains(h).then(|| {
+                self.fallback_by_host
+                    .get_configured(h)
+                    .cloned()
+                    .unwrap_or_else(|| LazyCounter::new(h))
+            });
+            table.fallback_by_host.set(h, counter);
+        }
+        table.https_from(config, Some(self));
+        let problems = table.problems();
+        (table, problems)
+    }
+
+    fn set_problems(&mut self, host: &str, paths: &PathTable) {
+        if paths.problems.is_empty() {
+            self.problems.remove(host);
+        } else {
+            self.problems
+                .insert(host.to_owned(), Arc::new(paths.problems.clone()));
+        }
+    }
+
+    fn problems(&self) -> Vec<Problem> {
+        self.problems
+            .values()
+            .flat_map(|p| p.iter().cloned())
+            .collect()
+    }
+
+    fn https_from(&mut self, config: &RoutingConfig, previous: Option<&RouteTable>) {
         match previous.filter(|p| Arc::ptr_eq(&p.https_source, &config.https_redirect_hosts)) {
-            Some(p) => table.https_hosts = p.https_hosts.clone(),
+            Some(p) => self.https_hosts = p.https_hosts.clone(),
             None => {
                 let mut https = HostMap::default();
                 for h in config.https_redirect_hosts.iter() {
                     https.insert_first(h, ());
                 }
-                table.https_hosts = Arc::new(https);
+                self.https_hosts = Arc::new(https);
             }
         }
-        table.https_source = config.https_redirect_hosts.clone();
-        let problems = table
-            .hosts
-            .values()
-            .chain(std::iter::once(&table.hostless))
-            .flat_map(|t| t.problems.iter().cloned())
-            .collect();
-        (table, problems)
+        self.https_source = config.https_redirect_hosts.clone();
     }
 
     /// A table with no routes: every request is a 404.
@@ -281,18 +387,22 @@ impl RouteTable {
             default_backend: None,
             https_hosts: Arc::default(),
             https_source: Arc::default(),
-            fallback_by_host: Arc::default(),
-            fallback_source: Arc::default(),
+            fallback_by_host: HostMap::default(),
+            fallback_requests: metrics.fallback_requests.clone(),
             fallback_other: metrics.fallback_requests.with_label_values(&[OTHER_HOST]),
+            problems: imbl::OrdMap::new(),
             unrouted: metrics.unrouted_handles(),
         }
     }
 
     /// The fallback counter for a Host header: its configured host, else `_other`.
     pub fn fallback_counter(&self, host: &str) -> &IntCounter {
-        self.fallback_by_host
-            .get(&normalize_host(host))
-            .map_or(&self.fallback_other, |(c, _)| c)
+        match self.fallback_by_host.get(&normalize_host(host)) {
+            Some((lazy, _)) => lazy
+                .counter
+                .get_or_init(|| self.fallback_requests.with_label_values(&[&*lazy.label])),
+            None => &self.fallback_other,
+        }
     }
 
     /// Finds the route for a Host header (port and case ignored) and a path (no query). A host

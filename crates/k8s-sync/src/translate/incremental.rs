@@ -12,11 +12,14 @@ use std::sync::Arc;
 use k8s_openapi::api::networking::v1::Ingress;
 
 use super::{
-    Age, DEFAULT_CLASS_ANNOTATION, IngressOut, TierSettings, Translation, class_of, hosts_named,
-    ingress_problem, merge_host, parse_ingress, resolve_endpoints, tls_secret,
+    Age, DEFAULT_CLASS_ANNOTATION, Delta, IngressOut, TierSettings, Translation, class_of,
+    hosts_named, ingress_problem, merge_host, parse_ingress, tls_secret,
 };
-use crate::config::{DefaultBackend, EndpointSet, Route, RoutingConfig, TlsBinding, TlsSecret};
-use crate::object::{Kind, ObjectKey, Snapshot};
+use crate::config::{
+    BackendKey, DefaultBackend, EndpointSet, IngressRef, Route, RoutingConfig, TlsBinding,
+    TlsSecret,
+};
+use crate::object::{Changes, Kind, ObjectKey, Snapshot};
 use crate::problem::{Problem, ProblemReason};
 
 /// Whether and how this tier serves an Ingress's class.
@@ -87,23 +90,39 @@ pub struct Translator {
     snapshot_id: Option<u64>,
     served: BTreeMap<Age, Arc<IngressOut>>,
     age_of: HashMap<ObjectKey, Age>,
+    /// Served Ingresses with problems of their own.
+    with_problems: BTreeSet<Age>,
     mismatched: BTreeMap<ObjectKey, Problem>,
     /// Hosts each Ingress of any class names, and how many Ingresses name each host.
-    named: HashMap<ObjectKey, BTreeSet<String>>,
-    host_counts: BTreeMap<String, usize>,
-    /// Served Ingresses with rules for each host key (`""`: host-less).
-    by_host: HashMap<String, BTreeSet<Age>>,
+    named: HashMap<ObjectKey, Box<[String]>>,
+    host_counts: HashMap<String, usize>,
+    /// Served Ingresses with rules for each host key (`""`: host-less), oldest first.
+    by_host: HashMap<String, Vec<Age>>,
     /// Conflicts found merging each host key's routes.
     conflicts: HashMap<String, Vec<Problem>>,
     /// The last result's parts, reused while their inputs are unchanged.
     routes: RoutingConfig,
     default_backend_problems: Vec<Problem>,
     secret_material: HashMap<ObjectKey, Arc<TlsSecret>>,
-    tls_secrets: BTreeMap<ObjectKey, Arc<TlsSecret>>,
+    tls_secrets: imbl::OrdMap<ObjectKey, Arc<TlsSecret>>,
     secret_problems: Vec<Problem>,
+    /// Routes (and the default backend) naming each backend, by Ingress: the smallest one is
+    /// blamed when the backend cannot be resolved.
+    backend_refs: BTreeMap<BackendKey, BTreeMap<IngressRef, usize>>,
+    backend_problems: BTreeMap<BackendKey, Vec<Problem>>,
+    /// EndpointSlices by Service (`(namespace, name)`), and the Service of each slice.
+    slices_of: HashMap<(String, String), BTreeSet<ObjectKey>>,
+    slice_service: HashMap<ObjectKey, (String, String)>,
     endpoints: EndpointSet,
-    endpoint_problems: Vec<Problem>,
-    served_keys: Arc<Vec<ObjectKey>>,
+    served_keys: imbl::OrdSet<ObjectKey>,
+}
+
+/// Backends a list of routes (or a default backend) names, with the naming Ingress.
+fn route_backends(routes: &[Route]) -> impl Iterator<Item = (&BackendKey, &IngressRef)> {
+    routes.iter().flat_map(|r| {
+        std::iter::once((&r.backend, &r.ingress))
+            .chain(r.canary.iter().map(|c| (&c.backend, &c.ingress)))
+    })
 }
 
 impl Translator {
@@ -113,26 +132,30 @@ impl Translator {
             snapshot_id: None,
             served: BTreeMap::new(),
             age_of: HashMap::new(),
+            with_problems: BTreeSet::new(),
             mismatched: BTreeMap::new(),
             named: HashMap::new(),
-            host_counts: BTreeMap::new(),
+            host_counts: HashMap::new(),
             by_host: HashMap::new(),
             conflicts: HashMap::new(),
             routes: RoutingConfig::default(),
             default_backend_problems: Vec::new(),
             secret_material: HashMap::new(),
-            tls_secrets: BTreeMap::new(),
+            tls_secrets: imbl::OrdMap::new(),
             secret_problems: Vec::new(),
+            backend_refs: BTreeMap::new(),
+            backend_problems: BTreeMap::new(),
+            slices_of: HashMap::new(),
+            slice_service: HashMap::new(),
             endpoints: EndpointSet::default(),
-            endpoint_problems: Vec::new(),
-            served_keys: Arc::default(),
+            served_keys: imbl::OrdSet::new(),
         }
     }
 
     /// Translates everything, ignoring what was kept (the snapshot's change log is left as is).
     pub fn translate_all(mut self, snapshot: &Snapshot) -> Translation {
         let keys: Vec<ObjectKey> = snapshot.ingresses.keys().cloned().collect();
-        self.apply(snapshot, keys, true, &all_kinds())
+        self.apply(snapshot, keys, None)
     }
 
     /// Translates a snapshot, re-translating what changed since the last call (and taking the
@@ -147,52 +170,55 @@ impl Translator {
             *self = Self::new(settings);
             self.snapshot_id = Some(snapshot.id());
             let keys: Vec<ObjectKey> = snapshot.ingresses.keys().cloned().collect();
-            return self.apply(snapshot, keys, true, &all_kinds());
+            return self.apply(snapshot, keys, None);
         }
-        self.apply(
-            snapshot,
-            changes.ingresses.into_iter().collect(),
-            false,
-            &changes.kinds,
-        )
+        let dirty = changes.ingresses.iter().cloned().collect();
+        self.apply(snapshot, dirty, Some(&changes))
     }
 
+    /// Applies changed Ingresses and, with `changes`, the other changes of the snapshot's log
+    /// (`None`: a fresh start, everything changed).
     fn apply(
         &mut self,
         snapshot: &Snapshot,
         dirty: Vec<ObjectKey>,
-        fresh: bool,
-        kinds: &BTreeSet<Kind>,
+        changes: Option<&Changes>,
     ) -> Translation {
+        let fresh = changes.is_none();
         let class = ClassView::new(snapshot, &self.settings);
+        let mut delta = Delta::default();
         let mut dirty_hosts: BTreeSet<String> = BTreeSet::new();
-        let (mut tls_changed, mut db_changed, mut known_changed, mut served_changed) =
-            (fresh, fresh, fresh, fresh);
+        let (mut tls_changed, mut db_changed) = (fresh, fresh);
         for key in &dirty {
+            delta.ingresses.insert(key.clone());
             if let Some(age) = self.age_of.remove(key)
                 && let Some(old) = self.served.remove(&age)
             {
                 for h in old.host_keys() {
-                    if let Some(set) = self.by_host.get_mut(h) {
-                        set.remove(&age);
+                    if let Some(ages) = self.by_host.get_mut(h)
+                        && let Ok(i) = ages.binary_search(&age)
+                    {
+                        ages.remove(i);
                     }
                     dirty_hosts.insert(h.to_owned());
                 }
                 tls_changed |= !old.tls.is_empty() || !old.tls_hosts.is_empty();
                 db_changed |= old.default_backend.is_some();
-                served_changed = true;
+                self.with_problems.remove(&age);
+                self.served_keys.remove(key);
             }
             self.mismatched.remove(key);
             if let Some(old) = self.named.remove(key) {
-                for h in old {
-                    if let Some(n) = self.host_counts.get_mut(&h) {
+                for h in old.iter() {
+                    if let Some(n) = self.host_counts.get_mut(h) {
                         *n -= 1;
                         if *n == 0 {
-                            self.host_counts.remove(&h);
+                            self.host_counts.remove(h);
+                            self.routes.known_hosts.remove(h);
+                            delta.known_hosts.insert(h.clone());
                         }
                     }
                 }
-                known_changed = true;
             }
             let Some(ing) = snapshot.ingresses.get(key) else {
                 continue;
@@ -200,24 +226,32 @@ impl Translator {
             let named = hosts_named(ing);
             if !named.is_empty() {
                 for h in &named {
-                    *self.host_counts.entry(h.clone()).or_default() += 1;
+                    let n = self.host_counts.entry(h.clone()).or_default();
+                    *n += 1;
+                    if *n == 1 {
+                        self.routes.known_hosts.insert(h.clone());
+                        delta.known_hosts.insert(h.clone());
+                    }
                 }
-                self.named.insert(key.clone(), named);
-                known_changed = true;
+                self.named
+                    .insert(key.clone(), named.into_iter().collect::<Vec<_>>().into());
             }
             match class.decide(key, ing, &self.settings) {
                 Decision::Serve => {
                     let out = parse_ingress(key, ing, &self.settings);
                     for h in out.host_keys() {
-                        self.by_host
-                            .entry(h.to_owned())
-                            .or_default()
-                            .insert(out.age.clone());
+                        let ages = self.by_host.entry(h.to_owned()).or_default();
+                        if let Err(i) = ages.binary_search(&out.age) {
+                            ages.insert(i, out.age.clone());
+                        }
                         dirty_hosts.insert(h.to_owned());
                     }
                     tls_changed |= !out.tls.is_empty() || !out.tls_hosts.is_empty();
                     db_changed |= out.default_backend.is_some();
-                    served_changed = true;
+                    if !out.problems.is_empty() {
+                        self.with_problems.insert(out.age.clone());
+                    }
+                    self.served_keys.insert(key.clone());
                     self.age_of.insert(key.clone(), out.age.clone());
                     self.served.insert(out.age.clone(), Arc::new(out));
                 }
@@ -228,70 +262,230 @@ impl Translator {
             }
         }
 
-        let routes_changed = !dirty_hosts.is_empty() || db_changed;
+        // Backends whose naming routes changed.
+        let mut dirty_backends: BTreeSet<BackendKey> = BTreeSet::new();
         for h in &dirty_hosts {
-            let contributors = self.by_host.get(h).filter(|set| !set.is_empty());
-            let Some(ages) = contributors else {
-                self.by_host.remove(h);
-                self.conflicts.remove(h);
-                self.set_host_routes(h, None);
-                continue;
+            let contributors = self.by_host.get(h).filter(|ages| !ages.is_empty());
+            let routes = match contributors {
+                None => {
+                    self.by_host.remove(h);
+                    self.conflicts.remove(h);
+                    None
+                }
+                Some(ages) => {
+                    let served = &self.served;
+                    let (routes, conflicts) =
+                        merge_host(h, ages.iter().filter_map(|a| served.get(a)).map(|o| &**o));
+                    if conflicts.is_empty() {
+                        self.conflicts.remove(h);
+                    } else {
+                        self.conflicts.insert(h.clone(), conflicts);
+                    }
+                    // A host only canaries name has no routes of its own.
+                    (!routes.is_empty()).then(|| Arc::new(routes))
+                }
             };
-            let served = &self.served;
-            let (routes, conflicts) =
-                merge_host(h, ages.iter().filter_map(|a| served.get(a)).map(|o| &**o));
-            // A host only canaries name has no routes of its own.
-            self.set_host_routes(h, (!routes.is_empty()).then(|| Arc::new(routes)));
-            if conflicts.is_empty() {
-                self.conflicts.remove(h);
-            } else {
-                self.conflicts.insert(h.clone(), conflicts);
+            let old = self.set_host_routes(h, routes.clone());
+            if old.as_ref().map(|r| &***r) != routes.as_ref().map(|r| &***r) {
+                delta.route_hosts.insert(h.clone());
+            }
+            for (b, i) in old.iter().flat_map(|r| route_backends(r)) {
+                self.unref_backend(b, i, &mut dirty_backends);
+            }
+            for (b, i) in routes.iter().flat_map(|r| route_backends(r)) {
+                self.ref_backend(b, i, &mut dirty_backends);
             }
         }
         if db_changed {
+            let old = self.routes.default_backend.take();
             self.default_backend();
+            if old != self.routes.default_backend {
+                delta.default_backend = true;
+            }
+            if let Some(d) = &old {
+                self.unref_backend(&d.backend, &d.ingress, &mut dirty_backends);
+            }
+            if let Some(d) = self.routes.default_backend.clone() {
+                self.ref_backend(&d.backend, &d.ingress, &mut dirty_backends);
+            }
         }
         if tls_changed {
             self.tls_bindings();
         }
-        if known_changed {
-            self.routes.known_hosts = Arc::new(self.host_counts.keys().cloned().collect());
-        }
-        if tls_changed || kinds.contains(&Kind::Secret) {
+        let secrets_changed = changes.is_none_or(|c| c.kinds.contains(&Kind::Secret));
+        if tls_changed || secrets_changed {
             self.secrets(snapshot);
         }
-        if routes_changed
-            || kinds.contains(&Kind::Service)
-            || kinds.contains(&Kind::EndpointSlice)
-            || kinds.contains(&Kind::Endpoints)
-        {
-            let mut problems = BTreeSet::new();
-            self.endpoints = resolve_endpoints(snapshot, &self.routes, &mut problems);
-            self.endpoint_problems = problems.into_iter().collect();
-        }
-        if served_changed {
-            self.served_keys = Arc::new(self.served.keys().map(|a| a.key.clone()).collect());
-        }
-        self.translation(snapshot)
+        self.endpoints(snapshot, changes, dirty_backends, &mut delta);
+        self.translation(snapshot, (!fresh).then_some(delta))
     }
 
-    fn set_host_routes(&mut self, host_key: &str, routes: Option<Arc<Vec<Route>>>) {
+    fn ref_backend(
+        &mut self,
+        b: &BackendKey,
+        ingress: &IngressRef,
+        dirty: &mut BTreeSet<BackendKey>,
+    ) {
+        let refs = self.backend_refs.entry(b.clone()).or_default();
+        let before = refs.keys().next().cloned();
+        *refs.entry(ingress.clone()).or_default() += 1;
+        if before.as_ref() != refs.keys().next() {
+            dirty.insert(b.clone());
+        }
+    }
+
+    fn unref_backend(
+        &mut self,
+        b: &BackendKey,
+        ingress: &IngressRef,
+        dirty: &mut BTreeSet<BackendKey>,
+    ) {
+        let Some(refs) = self.backend_refs.get_mut(b) else {
+            return;
+        };
+        let before = refs.keys().next().cloned();
+        if let Some(n) = refs.get_mut(ingress) {
+            *n -= 1;
+            if *n == 0 {
+                refs.remove(ingress);
+            }
+        }
+        if before.as_ref() != refs.keys().next() {
+            dirty.insert(b.clone());
+        }
+        if refs.is_empty() {
+            self.backend_refs.remove(b);
+        }
+    }
+
+    /// Resolves the backends that may have changed: those whose naming routes changed, and
+    /// those of Services whose Service, EndpointSlices or Endpoints changed.
+    fn endpoints(
+        &mut self,
+        snapshot: &Snapshot,
+        changes: Option<&Changes>,
+        mut dirty: BTreeSet<BackendKey>,
+        delta: &mut Delta,
+    ) {
+        let keys_of = |kind| changes.and_then(|c: &Changes| c.keys_of(kind));
+        let mut services: BTreeSet<(String, String)> = BTreeSet::new();
+        let mut everything = false;
+        match keys_of(Kind::EndpointSlice) {
+            Some(keys) => {
+                for key in keys {
+                    if let Some(svc) = self.slice_service.remove(key) {
+                        if let Some(set) = self.slices_of.get_mut(&svc) {
+                            set.remove(key);
+                            if set.is_empty() {
+                                self.slices_of.remove(&svc);
+                            }
+                        }
+                        services.insert(svc);
+                    }
+                    let now = snapshot
+                        .endpoint_slices
+                        .get(key)
+                        .and_then(|s| super::service_of_slice(key, s));
+                    if let Some(svc) = now {
+                        self.slices_of
+                            .entry(svc.clone())
+                            .or_default()
+                            .insert(key.clone());
+                        self.slice_service.insert(key.clone(), svc.clone());
+                        services.insert(svc);
+                    }
+                }
+            }
+            None => {
+                self.slices_of.clear();
+                self.slice_service.clear();
+                for (key, slice) in &snapshot.endpoint_slices {
+                    if let Some(svc) = super::service_of_slice(key, slice) {
+                        self.slices_of
+                            .entry(svc.clone())
+                            .or_default()
+                            .insert(key.clone());
+                        self.slice_service.insert(key.clone(), svc);
+                    }
+                }
+                everything = true;
+            }
+        }
+        for kind in [Kind::Service, Kind::Endpoints] {
+            match keys_of(kind) {
+                Some(keys) => {
+                    services.extend(keys.iter().map(|k| (k.namespace.clone(), k.name.clone())))
+                }
+                None => everything = true,
+            }
+        }
+        if everything {
+            dirty.extend(self.backend_refs.keys().cloned());
+            dirty.extend(self.endpoints.0.keys().cloned());
+        } else {
+            for (ns, svc) in &services {
+                let from = BackendKey {
+                    namespace: ns.clone(),
+                    service: svc.clone(),
+                    port: crate::config::ServicePortRef::Number(i32::MIN),
+                };
+                dirty.extend(
+                    self.backend_refs
+                        .range(from..)
+                        .map(|(k, _)| k)
+                        .take_while(|k| &k.namespace == ns && &k.service == svc)
+                        .cloned(),
+                );
+            }
+        }
+        for b in dirty {
+            let Some(blame) = self.backend_refs.get(&b).and_then(|r| r.keys().next()) else {
+                if self.endpoints.0.remove(&b).is_some() {
+                    delta.backends.insert(b.clone());
+                }
+                self.backend_problems.remove(&b);
+                continue;
+            };
+            let mut problems = Vec::new();
+            let slices = self
+                .slices_of
+                .get(&(b.namespace.clone(), b.service.clone()))
+                .into_iter()
+                .flatten()
+                .filter_map(|k| snapshot.endpoint_slices.get(k));
+            let resolved = super::resolve_backend(snapshot, &b, blame, slices, &mut problems);
+            if self.endpoints.0.get(&b) != Some(&resolved) {
+                self.endpoints.0.insert(b.clone(), resolved);
+                delta.backends.insert(b.clone());
+            }
+            if problems.is_empty() {
+                self.backend_problems.remove(&b);
+            } else {
+                self.backend_problems.insert(b, problems);
+            }
+        }
+    }
+
+    /// Sets a host key's routes; returns the ones it had.
+    fn set_host_routes(
+        &mut self,
+        host_key: &str,
+        routes: Option<Arc<Vec<Route>>>,
+    ) -> Option<Arc<Vec<Route>>> {
         let r = &mut self.routes;
         match (host_key, routes) {
-            ("", Some(routes)) => r.hostless = routes,
-            ("", None) => r.hostless = Arc::default(),
+            ("", routes) => {
+                let old = std::mem::replace(&mut r.hostless, routes.unwrap_or_default());
+                (!old.is_empty()).then_some(old)
+            }
             (h, routes) => {
                 let (map, key) = match h.strip_prefix("*.") {
                     Some(suffix) => (&mut r.wildcard_hosts, suffix),
                     None => (&mut r.exact_hosts, h),
                 };
                 match routes {
-                    Some(routes) => {
-                        map.insert(key.to_owned(), routes);
-                    }
-                    None => {
-                        map.remove(key);
-                    }
+                    Some(routes) => map.insert(key.to_owned(), routes),
+                    None => map.remove(key),
                 }
             }
         }
@@ -404,14 +598,16 @@ impl Translator {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        self.tls_secrets = material;
+        self.tls_secrets = material.into_iter().collect();
         self.secret_problems = problems;
     }
 
-    fn translation(&self, snapshot: &Snapshot) -> Translation {
+    fn translation(&self, snapshot: &Snapshot, delta: Option<Delta>) -> Translation {
         let mut problems: BTreeSet<Problem> = BTreeSet::new();
-        for ing in self.served.values() {
-            problems.extend(ing.problems.iter().cloned());
+        for age in &self.with_problems {
+            if let Some(ing) = self.served.get(age) {
+                problems.extend(ing.problems.iter().cloned());
+            }
         }
         for c in self.conflicts.values() {
             problems.extend(c.iter().cloned());
@@ -419,7 +615,7 @@ impl Translator {
         problems.extend(self.mismatched.values().cloned());
         problems.extend(self.default_backend_problems.iter().cloned());
         problems.extend(self.secret_problems.iter().cloned());
-        problems.extend(self.endpoint_problems.iter().cloned());
+        problems.extend(self.backend_problems.values().flatten().cloned());
         Translation {
             routes: self.routes.clone(),
             endpoints: self.endpoints.clone(),
@@ -427,19 +623,7 @@ impl Translator {
             problems: problems.into_iter().collect(),
             object_counts: snapshot.counts().to_vec(),
             served_ingresses: self.served_keys.clone(),
+            delta,
         }
     }
-}
-
-fn all_kinds() -> BTreeSet<Kind> {
-    [
-        Kind::Ingress,
-        Kind::IngressClass,
-        Kind::Service,
-        Kind::EndpointSlice,
-        Kind::Endpoints,
-        Kind::Secret,
-    ]
-    .into_iter()
-    .collect()
 }

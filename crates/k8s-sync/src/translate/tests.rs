@@ -700,6 +700,9 @@ mod incremental_equals_full {
         PutService(usize, usize),
         DeleteService(usize, usize),
         PutSecret(usize, usize, u8),
+        /// An EndpointSlice (name, namespace, service it belongs to, ready address count).
+        PutSlice(usize, usize, usize, u8),
+        DeleteSlice(usize, usize),
         DeleteSecret(usize, usize),
         PutClass(usize),
         DeleteClass,
@@ -728,6 +731,8 @@ mod incremental_equals_full {
             1 => (0..3usize, 0..2usize).prop_map(|(s, ns)| Op::PutService(s, ns)),
             1 => (0..3usize, 0..2usize).prop_map(|(s, ns)| Op::DeleteService(s, ns)),
             1 => (0..3usize, 0..2usize, 0u8..3).prop_map(|(s, ns, v)| Op::PutSecret(s, ns, v)),
+            1 => (0..3usize, 0..2usize, 0..3usize, 0u8..3).prop_map(|(n, ns, s, a)| Op::PutSlice(n, ns, s, a)),
+            1 => (0..3usize, 0..2usize).prop_map(|(n, ns)| Op::DeleteSlice(n, ns)),
             1 => (0..3usize, 0..2usize).prop_map(|(s, ns)| Op::DeleteSecret(s, ns)),
             1 => (0..3usize).prop_map(Op::PutClass),
             1 => Just(Op::DeleteClass),
@@ -820,6 +825,24 @@ mod incremental_equals_full {
                     snapshot.upsert(o);
                 }
             }
+            Op::PutSlice(n, ns, svc, count) => {
+                let endpoints: Vec<Value> = (0..*count)
+                    .map(|i| json!({"addresses": [format!("10.0.{n}.{i}")], "conditions": {"ready": i != 1}}))
+                    .collect();
+                let doc = json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                    "metadata": {"name": format!("slice{n}"), "namespace": NS[*ns],
+                                 "labels": {"kubernetes.io/service-name": format!("svc{svc}")}},
+                    "addressType": "IPv4", "ports": [{"port": 8080}], "endpoints": endpoints});
+                for o in Object::from_manifest(doc).unwrap() {
+                    snapshot.upsert(o);
+                }
+            }
+            Op::DeleteSlice(n, ns) => {
+                snapshot.remove(
+                    Kind::EndpointSlice,
+                    &ObjectKey::new(NS[*ns], format!("slice{n}")),
+                );
+            }
             Op::DeleteSecret(s, ns) => {
                 snapshot.remove(Kind::Secret, &ObjectKey::new(NS[*ns], format!("tls{s}")));
             }
@@ -851,8 +874,46 @@ mod incremental_equals_full {
         Ok(())
     }
 
+    /// Everything that differs between two successive translations is named in the delta, so
+    /// a sink applying only the delta ends up with the new translation.
+    fn assert_delta_covers(
+        prev: &Translation,
+        now: &Translation,
+        delta: &crate::Delta,
+    ) -> Result<(), TestCaseError> {
+        let (a, b) = (&prev.routes, &now.routes);
+        for (map_a, map_b, prefix) in [
+            (&a.exact_hosts, &b.exact_hosts, ""),
+            (&a.wildcard_hosts, &b.wildcard_hosts, "*."),
+        ] {
+            for h in map_a.keys().chain(map_b.keys()) {
+                if map_a.get(h) != map_b.get(h) {
+                    prop_assert!(
+                        delta.route_hosts.contains(&format!("{prefix}{h}")),
+                        "host {prefix}{h} not in {delta:?}"
+                    );
+                }
+            }
+        }
+        if a.hostless != b.hostless {
+            prop_assert!(delta.route_hosts.contains(""));
+        }
+        prop_assert!(a.default_backend == b.default_backend || delta.default_backend);
+        for h in a.known_hosts.iter().chain(b.known_hosts.iter()) {
+            if a.known_hosts.contains(h) != b.known_hosts.contains(h) {
+                prop_assert!(delta.known_hosts.contains(h));
+            }
+        }
+        for k in prev.endpoints.0.keys().chain(now.endpoints.0.keys()) {
+            if prev.endpoints.0.get(k) != now.endpoints.0.get(k) {
+                prop_assert!(delta.backends.contains(k), "backend {k} not in {delta:?}");
+            }
+        }
+        Ok(())
+    }
+
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
 
         /// A translator fed a random sequence of adds, updates and deletes always gives what a
         /// full translation of the same objects gives (router and edge settings).
@@ -867,11 +928,16 @@ mod incremental_equals_full {
             };
             let mut snapshot = Snapshot::default();
             let mut translator = Translator::new(settings.clone());
+            let mut previous: Option<Translation> = None;
             for op in &ops {
                 apply(&mut snapshot, op);
                 let incremental = translator.update(&mut snapshot);
                 let full = translate(&snapshot, &settings);
                 assert_same(&incremental, &full)?;
+                if let (Some(prev), Some(delta)) = (&previous, &incremental.delta) {
+                    assert_delta_covers(prev, &incremental, delta)?;
+                }
+                previous = Some(incremental);
             }
         }
     }

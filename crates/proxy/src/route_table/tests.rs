@@ -243,8 +243,8 @@ fn https_redirect_hosts_match_exact_and_one_label_wildcards() {
 fn fallback_counters_are_labelled_by_configured_host_only() {
     let m = crate::metrics::Metrics::new(k8s_sync::Tier::Router);
     let mut cfg = RoutingConfig::default();
-    Arc::make_mut(&mut cfg.known_hosts).insert("shop.example".into());
-    Arc::make_mut(&mut cfg.known_hosts).insert("*.brand.example".into());
+    cfg.known_hosts.insert("shop.example".into());
+    cfg.known_hosts.insert("*.brand.example".into());
     let (t, _) = RouteTable::build(&cfg, &BackendRegistry::default(), &m, None);
     t.fallback_counter("Shop.Example:80").inc();
     t.fallback_counter("a.brand.example").inc();
@@ -294,4 +294,94 @@ fn canary_target_carries_its_backend_and_rule() {
     assert_eq!(&*c.ingress, "default/beta-canary");
     assert_eq!(c.rule.weight, 30);
     assert!(t.lookup("h.example", "/other").unwrap().canary.is_none());
+}
+
+#[test]
+fn a_table_updated_by_delta_serves_like_one_built_whole() {
+    use k8s_sync::{Object, Snapshot, TierSettings, Translation, translate::Translator};
+    let settings = TierSettings {
+        tier: k8s_sync::Tier::Router,
+        class: "c".into(),
+        controller: "tandem.dev/router".into(),
+        watch_without_class: true,
+        default_certificate: None,
+    };
+    let ingress = |name: &str, host: Option<&str>, path: &str, svc: &str| {
+        let mut rule = serde_json::json!({"http": {"paths": [{"path": path, "pathType": "Prefix",
+            "backend": {"service": {"name": svc, "port": {"number": 80}}}}]}});
+        if let Some(h) = host {
+            rule["host"] = h.into();
+        }
+        Object::from_manifest(serde_json::json!({"apiVersion": "networking.k8s.io/v1",
+            "kind": "Ingress", "metadata": {"name": name}, "spec": {"rules": [rule]}}))
+        .unwrap()
+        .remove(0)
+    };
+    let metrics = crate::metrics::Metrics::new(k8s_sync::Tier::Router);
+    let registry = |t: &Translation| {
+        let mut eps = t.endpoints.clone();
+        for k in t.routes.backends() {
+            eps.0.insert(k.clone(), ResolvedBackend::default());
+        }
+        let mut reg = BackendRegistry::default();
+        reg.sync(&eps);
+        reg
+    };
+    let mut snap = Snapshot::default();
+    for i in 0..20 {
+        snap.upsert(ingress(
+            &format!("i{i}"),
+            Some(&format!("h{i}.example")),
+            "/",
+            "a",
+        ));
+    }
+    snap.upsert(ingress("w", Some("*.wild.example"), "/w", "a"));
+    let mut tr = Translator::new(settings.clone());
+    let t0 = tr.update(&mut snap);
+    let (mut table, _) = RouteTable::build(&t0.routes, &registry(&t0), &metrics, None);
+    // Add, change, remove hosts, a wildcard and the host-less rules, step by step.
+    type Step<'a> = Box<dyn Fn(&mut Snapshot) + 'a>;
+    let steps: Vec<Step> = vec![
+        Box::new(|s| s.upsert(ingress("new", Some("new.example"), "/n", "b"))),
+        Box::new(|s| s.upsert(ingress("i3", Some("h3.example"), "/moved", "b"))),
+        Box::new(|s| {
+            s.remove(
+                k8s_sync::Kind::Ingress,
+                &k8s_sync::ObjectKey::new("default", "i4"),
+            );
+        }),
+        Box::new(|s| s.upsert(ingress("w", Some("*.wild.example"), "/x", "b"))),
+        Box::new(|s| s.upsert(ingress("fallback", None, "/", "legacy"))),
+    ];
+    for step in steps {
+        step(&mut snap);
+        let t = tr.update(&mut snap);
+        let delta = t
+            .delta
+            .clone()
+            .expect("an incremental translation has a delta");
+        let reg = registry(&t);
+        let (updated, _) = table.apply_delta(&t.routes, &delta, &reg, &metrics);
+        let (whole, _) = RouteTable::build(&t.routes, &reg, &metrics, None);
+        for host in [
+            "h1.example",
+            "h3.example",
+            "h4.example",
+            "new.example",
+            "a.wild.example",
+            "other.example",
+        ] {
+            for path in ["/", "/n", "/moved/x", "/w", "/x"] {
+                assert_eq!(
+                    served(&updated, host, path),
+                    served(&whole, host, path),
+                    "{host}{path}"
+                );
+            }
+        }
+        table = updated;
+    }
+    assert_eq!(served(&table, "h4.example", "/"), Some("legacy".into()));
+    assert_eq!(served(&table, "h3.example", "/moved/x"), Some("b".into()));
 }
