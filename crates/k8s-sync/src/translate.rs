@@ -249,7 +249,8 @@ pub(crate) fn parse_ingress(key: &ObjectKey, ing: &Ingress, settings: &TierSetti
         for p in &http.paths {
             let routed = ann.regex_route(p.path.as_deref()).unwrap_or_else(|| {
                 let m = path_match(p.path.as_deref(), &p.path_type)?;
-                Ok((m.0, m.1, ann.policy.clone()))
+                let policy = ann.policy_for(&m.0);
+                Ok((m.0, m.1, policy))
             });
             let (path, implementation_specific, policy) = match routed {
                 Ok(m) => m,
@@ -688,6 +689,7 @@ pub(crate) fn resolve_endpoints(
                 BackendProtocol::Http1
             });
         let mut addrs = Vec::new();
+        let mut draining = Vec::new();
         let slices = slices_by_service
             .get(&(backend.namespace.as_str(), backend.service.as_str()))
             .filter(|s| !s.is_empty());
@@ -701,11 +703,16 @@ pub(crate) fn resolve_endpoints(
                 };
                 for ep in slice.endpoints.iter().flatten() {
                     // A missing `ready` means ready, per the EndpointSlice API.
-                    let ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
-                    if !ready {
-                        continue;
-                    }
-                    push_addrs(&mut addrs, ep.addresses.iter().map(String::as_str), p);
+                    let c = ep.conditions.as_ref();
+                    let ready = c.and_then(|c| c.ready).unwrap_or(true);
+                    // `serving` (ready regardless of termination) set: draining, not gone.
+                    let serving = c.and_then(|c| c.serving).unwrap_or(false);
+                    let list = match (ready, serving) {
+                        (true, _) => &mut addrs,
+                        (false, true) => &mut draining,
+                        (false, false) => continue,
+                    };
+                    push_addrs(list, ep.addresses.iter().map(String::as_str), p);
                 }
             }
         } else if let Some(eps) = snapshot.endpoints.get(&svc_key) {
@@ -723,7 +730,19 @@ pub(crate) fn resolve_endpoints(
         }
         addrs.sort();
         addrs.dedup();
-        out.insert(backend.clone(), ResolvedBackend { addrs, protocol });
+        draining.sort();
+        draining.dedup();
+        // An address ready in one slice and draining in another (a slice lagging behind) is
+        // ready.
+        draining.retain(|a| addrs.binary_search(a).is_err());
+        out.insert(
+            backend.clone(),
+            ResolvedBackend {
+                addrs,
+                protocol,
+                draining,
+            },
+        );
     }
     EndpointSet(out)
 }
