@@ -669,12 +669,13 @@ class Env:
         return p
 
     def echo(self, service: str, pod: str | None = None, *, host: str = LOOPBACK,
-             port: int | None = None) -> EchoBackend:
+             port: int | None = None, args: Iterable[str] = ()) -> EchoBackend:
+        """An echo-backend; ``args`` adds flags such as ``--delay-ms 50`` or ``--status 503``."""
         binary = require_binary("echo-backend")
         pod = pod or f"{service}-0"
         port = port or free_port(host)
         proc = self.spawn(f"echo-{service}-{pod}", [str(binary), "--listen", f"{host}:{port}",
-                                                     "--service", service, "--pod", pod])
+                                                     "--service", service, "--pod", pod, *args])
 
         def up():
             if not proc.alive():

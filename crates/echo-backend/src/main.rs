@@ -43,7 +43,8 @@ Response:
      \"body\" (request body as lossy UTF-8, at most 16 MiB)}
   and the header `x-served-by: <service>/<pod>`.
 
-Test hooks (request headers):
+Test hooks (flags, for every request): --delay-ms N, --status NNN.
+Test hooks (request headers, overriding the flags):
   x-echo-delay-ms: N    wait N milliseconds before responding (capped at 60000)
   x-echo-status: NNN    respond with status NNN (200-599; other values are ignored)
 
@@ -68,6 +69,28 @@ struct Args {
     /// Pod name reported in the JSON body and in `x-served-by` [default: <service>-<pid>].
     #[arg(long, value_name = "NAME")]
     pod: Option<String>,
+    /// Delay every response by N milliseconds (a slow backend); `x-echo-delay-ms` overrides it.
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    delay_ms: u64,
+    /// Answer every request with this status (a failing backend); `x-echo-status` overrides it.
+    #[arg(long, value_name = "NNN", default_value_t = 200, value_parser = clap::value_parser!(u16).range(200..=599))]
+    status: u16,
+}
+
+/// Behaviour of every request unless its test-hook headers say otherwise.
+#[derive(Clone, Copy, Debug)]
+struct Defaults {
+    delay: Duration,
+    status: StatusCode,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Self {
+            delay: Duration::ZERO,
+            status: StatusCode::OK,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -76,6 +99,7 @@ struct AppState {
     pod: String,
     served_by: HeaderValue,
     shutdown: watch::Receiver<bool>,
+    defaults: Defaults,
 }
 
 #[tokio::main]
@@ -91,7 +115,17 @@ async fn main() -> anyhow::Result<()> {
     let local = listener.local_addr()?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let mut server = tokio::spawn(serve(listener, args.service.clone(), pod, shutdown_rx)?);
+    let defaults = Defaults {
+        delay: Duration::from_millis(args.delay_ms),
+        status: StatusCode::from_u16(args.status).context("--status")?,
+    };
+    let mut server = tokio::spawn(serve(
+        listener,
+        args.service.clone(),
+        pod,
+        shutdown_rx,
+        defaults,
+    )?);
     eprintln!("echo-backend {} listening on {local}", args.service);
 
     tokio::select! {
@@ -127,6 +161,7 @@ fn serve(
     service: String,
     pod: String,
     shutdown: watch::Receiver<bool>,
+    defaults: Defaults,
 ) -> anyhow::Result<impl Future<Output = std::io::Result<()>> + Send + 'static> {
     let served_by = HeaderValue::from_str(&format!("{service}/{pod}"))
         .context("--service and --pod must be usable in an HTTP header value")?;
@@ -135,6 +170,7 @@ fn serve(
         pod,
         served_by,
         shutdown: shutdown.clone(),
+        defaults,
     });
     let app = handle
         .with_state(state)
@@ -273,10 +309,11 @@ async fn echo_http(
 
     let hooks = Hooks::from_headers(&parts.headers);
     let echo = Echo::new(&state.service, &state.pod, parts, remote, &body);
-    if let Some(delay) = hooks.delay {
+    let delay = hooks.delay.unwrap_or(state.defaults.delay);
+    if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    let status = hooks.status.unwrap_or(StatusCode::OK);
+    let status = hooks.status.unwrap_or(state.defaults.status);
     match serde_json::to_vec(&echo) {
         Ok(json) => (
             status,
@@ -316,7 +353,14 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = watch::channel(false);
-        let fut = serve(listener, "svc".into(), "svc-0".into(), rx).expect("serve");
+        let fut = serve(
+            listener,
+            "svc".into(),
+            "svc-0".into(),
+            rx,
+            Defaults::default(),
+        )
+        .expect("serve");
         let task = tokio::spawn(async move {
             fut.await.expect("server");
         });

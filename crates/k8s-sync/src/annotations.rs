@@ -24,6 +24,8 @@ mod upstream_tls;
 
 pub use canary::{CanaryRule, HeaderMatch, Verdict};
 pub use upstream_tls::UpstreamTls;
+pub mod balance;
+pub use balance::Balance;
 
 /// A regex path as routed: its Prefix, `implementation_specific` (always true: regex paths are
 /// ingress-nginx's implementation-specific meaning) and its policy.
@@ -79,6 +81,8 @@ pub struct RoutePolicy {
     pub rewrite: Option<Rewrite>,
     /// `backend-protocol: HTTPS | GRPCS` with the `proxy-ssl-*` settings.
     pub upstream_tls: Option<UpstreamTls>,
+    /// `load-balance`, `upstream-hash-by`, cookie affinity, outlier ejection.
+    pub balance: Option<Balance>,
 }
 
 impl RoutePolicy {
@@ -382,6 +386,7 @@ pub fn parse(annotations: Option<&BTreeMap<String, String>>) -> IngressAnnotatio
     );
     p.upstream_tls = upstream_tls::parse(a, tls);
     out.canary = canary::parse(a).map(Arc::new);
+    p.balance = balance::parse(a);
 
     out.ssl_redirect = a.get("ssl-redirect", parse_bool).unwrap_or(true);
     out.force_ssl_redirect = a.get("force-ssl-redirect", parse_bool).unwrap_or(false);
@@ -447,7 +452,9 @@ impl IngressAnnotations {
             }
             None => self.policy.clone(),
         };
-        Ok((PathMatch::Prefix(literal_prefix(path)), policy))
+        let prefix = PathMatch::Prefix(literal_prefix(path));
+        let policy = policy.and_then(|p| balance::with_cookie_path(&p, &prefix));
+        Ok((prefix, policy))
     }
 }
 

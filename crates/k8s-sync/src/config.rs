@@ -219,6 +219,10 @@ impl BackendProtocol {
 pub struct ResolvedBackend {
     pub addrs: Vec<SocketAddr>,
     pub protocol: BackendProtocol,
+    /// Endpoints still serving but not ready (terminating, or failing readiness while still
+    /// serving): no new sessions, but requests pinned to them (affinity cookie, hash key) keep
+    /// going there. Never in `addrs`.
+    pub draining: Vec<SocketAddr>,
 }
 
 /// Ready endpoints per backend. Churns far more often than routes, so it is published apart.

@@ -268,7 +268,8 @@ pub(crate) fn parse_ingress(key: &ObjectKey, ing: &Ingress, settings: &TierSetti
         for p in &http.paths {
             let routed = ann.regex_route(p.path.as_deref()).unwrap_or_else(|| {
                 let m = path_match(p.path.as_deref(), &p.path_type)?;
-                Ok((m.0, m.1, ann.policy.clone()))
+                let policy = ann.policy_for(&m.0);
+                Ok((m.0, m.1, policy))
             });
             let (path, implementation_specific, policy) = match routed {
                 Ok(m) => m,
@@ -680,6 +681,7 @@ pub(crate) fn resolve_backend<'a>(
             BackendProtocol::Http1
         });
     let mut addrs = Vec::new();
+    let mut draining = Vec::new();
     let mut slices = slices.peekable();
     if slices.peek().is_some() {
         for slice in slices {
@@ -691,11 +693,16 @@ pub(crate) fn resolve_backend<'a>(
             };
             for ep in slice.endpoints.iter().flatten() {
                 // A missing `ready` means ready, per the EndpointSlice API.
-                let ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
-                if !ready {
-                    continue;
-                }
-                push_addrs(&mut addrs, ep.addresses.iter().map(String::as_str), p);
+                let c = ep.conditions.as_ref();
+                let ready = c.and_then(|c| c.ready).unwrap_or(true);
+                // `serving` (ready regardless of termination) set: draining, not gone.
+                let serving = c.and_then(|c| c.serving).unwrap_or(false);
+                let list = match (ready, serving) {
+                    (true, _) => &mut addrs,
+                    (false, true) => &mut draining,
+                    (false, false) => continue,
+                };
+                push_addrs(list, ep.addresses.iter().map(String::as_str), p);
             }
         }
     } else if let Some(eps) = snapshot.endpoints.get(&svc_key) {
@@ -713,7 +720,15 @@ pub(crate) fn resolve_backend<'a>(
     }
     addrs.sort();
     addrs.dedup();
-    ResolvedBackend { addrs, protocol }
+    draining.sort();
+    draining.dedup();
+    // An address ready in one slice and draining in another (a slice lagging behind) is ready.
+    draining.retain(|a| addrs.binary_search(a).is_err());
+    ResolvedBackend {
+        addrs,
+        protocol,
+        draining,
+    }
 }
 
 /// The endpoint port behind a Service port: the one of the same name, or the only one when the

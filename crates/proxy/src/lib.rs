@@ -6,7 +6,9 @@
 #![forbid(unsafe_code)]
 
 pub mod backend;
+pub mod balance;
 pub mod forwarded;
+pub mod health;
 pub mod host_map;
 pub mod metrics;
 pub mod policy;

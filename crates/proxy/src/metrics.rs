@@ -44,6 +44,11 @@ pub struct Metrics {
     pub config_problems: IntGaugeVec,
     pub config_routes: IntGauge,
     pub ready_endpoints: IntGaugeVec,
+    /// Passive outlier ejections, per backend Service (never per endpoint address).
+    pub endpoint_ejections: IntCounterVec,
+    pub ejected_endpoints: IntGaugeVec,
+    /// Endpoints failing their active health checks, per backend Service.
+    pub unhealthy_endpoints: IntGaugeVec,
     pub tls_client_hellos: IntCounterVec,
     pub tls_handshakes: IntCounterVec,
     pub certificate_not_after: GaugeVec,
@@ -233,6 +238,27 @@ impl Metrics {
                 &["namespace", "service", "port"],
                 t,
             ),
+            endpoint_ejections: counter(
+                &r,
+                "tandem_endpoint_ejections_total",
+                "Endpoints taken out of rotation after consecutive failures (outlier ejection), per Service.",
+                &["namespace", "service"],
+                t,
+            ),
+            ejected_endpoints: gauge_vec(
+                &r,
+                "tandem_endpoints_ejected",
+                "Endpoints out of rotation now after consecutive failures, per Service.",
+                &["namespace", "service"],
+                t,
+            ),
+            unhealthy_endpoints: gauge_vec(
+                &r,
+                "tandem_endpoints_unhealthy",
+                "Endpoints out of rotation now because they fail their active health checks, per Service.",
+                &["namespace", "service"],
+                t,
+            ),
             tls_client_hellos: counter(
                 &r,
                 "tandem_tls_client_hellos_total",
@@ -365,6 +391,14 @@ impl RouteMetrics {
         self.retries
             .get_or_init(|| self.metrics.upstream_retries.with_label_values(&[ns, svc]))
             .inc();
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics")
+            .field("tier", &self.tier)
+            .finish_non_exhaustive()
     }
 }
 

@@ -9,6 +9,7 @@ use arc_swap::ArcSwap;
 use k8s_sync::{ConfigSink, Delta, RoutingConfig, Tier, Translation};
 
 use crate::backend::BackendRegistry;
+use crate::health::{self, HealthCheckers};
 use crate::metrics::Metrics;
 use crate::route_table::RouteTable;
 
@@ -39,6 +40,8 @@ struct PublisherState {
     last_routes: Option<RoutingConfig>,
     /// Rules the last route-table build rejected; still problems while those routes stand.
     build_problems: Vec<k8s_sync::Problem>,
+    /// Active health checks of the backends whose routes ask for them.
+    checkers: HealthCheckers,
 }
 
 /// The router's [`ConfigSink`].
@@ -52,14 +55,16 @@ pub struct RoutePublisher {
 
 impl RoutePublisher {
     pub fn new(routes: Arc<ArcSwap<RouteTable>>, health: Health, metrics: Arc<Metrics>) -> Self {
+        let backends = BackendRegistry::with_metrics(metrics.clone());
         Self {
             tier: metrics.tier,
             metrics,
             routes,
             state: Mutex::new(PublisherState {
-                backends: BackendRegistry::default(),
+                backends,
                 last_routes: None,
                 build_problems: Vec::new(),
+                checkers: HealthCheckers::default(),
             }),
             health,
         }
@@ -173,6 +178,14 @@ impl ConfigSink for RoutePublisher {
             state.build_problems = problems;
             table
         });
+        if table.is_some() {
+            // Backends are only added or replaced along with routes.
+            let wanted = health::wanted(&translation.routes);
+            let PublisherState {
+                checkers, backends, ..
+            } = &mut *state;
+            checkers.sync(wanted, backends);
+        }
         self.record(&translation, delta, &state.backends, &state.build_problems);
         match table {
             Some(table) => {

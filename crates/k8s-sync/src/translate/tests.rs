@@ -423,13 +423,20 @@ fn resolves_named_and_numbered_ports_through_endpoint_slices() {
         "endpoints": [
             {"addresses": ["10.0.0.1"], "conditions": {"ready": true}},
             {"addresses": ["10.0.0.2"]},
-            {"addresses": ["10.0.0.3"], "conditions": {"ready": false}}
+            {"addresses": ["10.0.0.3"], "conditions": {"ready": false}},
+            {"addresses": ["10.0.0.4"], "conditions": {"ready": false, "serving": true, "terminating": true}},
+            {"addresses": ["10.0.0.5"], "conditions": {"ready": false, "serving": false, "terminating": true}}
         ]}),
     ];
     let t = translate(&snap(docs), &settings());
     let api = t
         .endpoints
         .get(&key("svc", ServicePortRef::Name("api".into())));
+    // Terminating but serving: draining (no new sessions), not ready; not serving: gone.
+    assert_eq!(
+        t.endpoints.0[&key("svc", ServicePortRef::Name("api".into()))].draining,
+        ["10.0.0.4:8080".parse().unwrap()]
+    );
     assert_eq!(
         api,
         &[

@@ -58,6 +58,7 @@ mod tests {
                 vec![]
             },
             protocol: BackendProtocol::Http1,
+            ..ResolvedBackend::default()
         };
         let metrics = Metrics::new(k8s_sync::Tier::Router);
         CanaryTarget {

@@ -7,7 +7,9 @@ use std::time::Instant;
 use prometheus::IntCounter;
 
 use super::in_flight::InFlightGuard;
-use crate::backend::Backend;
+use k8s_sync::RoutePolicy;
+
+use crate::backend::{Backend, EndpointState, InFlightOn};
 use crate::metrics::RouteMetrics;
 use crate::route_table::RouteTarget;
 
@@ -36,7 +38,23 @@ pub struct RequestCtx {
     pub(crate) cors_origin: Option<http::HeaderValue>,
     /// Request body bytes seen, when the route limits the body size.
     pub(crate) body_bytes: u64,
+    /// The endpoint of the current attempt, for routes with balancing annotations.
+    pub(crate) lb: Option<LbAttempt>,
+    /// The endpoint id the affinity cookie is to be set to.
+    pub(crate) set_cookie: Option<u64>,
     pub(crate) _in_flight: InFlightGuard,
+}
+
+/// One attempt of a request on a route with balancing annotations.
+pub(crate) struct LbAttempt {
+    /// The backend picked from and the policy that picked (not looked up again later).
+    pub(crate) backend: Arc<Backend>,
+    pub(crate) policy: Arc<RoutePolicy>,
+    pub(crate) state: Arc<EndpointState>,
+    /// Counts the request in flight on the endpoint (EWMA and least-request only).
+    pub(crate) _in_flight: Option<InFlightOn>,
+    /// Success or failure already counted for outlier ejection.
+    pub(crate) recorded: bool,
 }
 
 impl RequestCtx {
@@ -58,6 +76,8 @@ impl RequestCtx {
             normalized_path: None,
             cors_origin: None,
             body_bytes: 0,
+            lb: None,
+            set_cookie: None,
             _in_flight: in_flight,
         }
     }

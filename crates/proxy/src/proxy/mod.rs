@@ -6,6 +6,7 @@ mod annotated;
 mod canary;
 mod context;
 mod in_flight;
+mod lb;
 mod local;
 mod request_id;
 mod upstream_error;
@@ -270,14 +271,21 @@ impl ProxyHttp for Proxy {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let route = ctx
-            .route
-            .as_ref()
-            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route selected"))?;
-        let backend = ctx
-            .backend()
-            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route selected"))?;
-        let addr = match backend.pick(&ctx.tried) {
+        let no_route = || Error::explain(ErrorType::InternalError, "no route selected");
+        let route = ctx.route.as_ref().ok_or_else(no_route)?;
+        let backend = ctx.backend().ok_or_else(no_route)?;
+        // The main route's policy picks among the endpoints of the backend serving the request
+        // (its canary's, when the canary takes it), as it sets the rest of the upstream request.
+        let pick = match route.policy.as_ref().filter(|p| p.balance.is_some()) {
+            Some(policy) => {
+                let (backend, policy) = (backend.clone(), policy.clone());
+                lb::pick(session.req_header(), ctx, &backend, &policy)
+            }
+            None => backend.pick(&ctx.tried),
+        };
+        let route = ctx.route.as_ref().ok_or_else(no_route)?;
+        let backend = ctx.backend().ok_or_else(no_route)?;
+        let addr = match pick {
             Pick::Endpoint(a) => a,
             Pick::NoEndpoints => {
                 return Err(Error::explain(
@@ -354,6 +362,7 @@ impl ProxyHttp for Proxy {
             .is_some_and(|b| ctx.tried.len() < b.endpoint_count());
         tracing::warn!(tier = self.settings.tier.as_str(), upstream = %peer, error = %e, retry = untried, "upstream connect failed");
         self.count_upstream_error(ctx, &e);
+        lb::on_failure(ctx, true);
         if untried {
             e.set_retry(true);
             if let Some(m) = &ctx.metrics {
@@ -459,6 +468,9 @@ impl ProxyHttp for Proxy {
         if let Some(policy) = ctx.route.as_ref().and_then(|r| r.policy.as_deref()) {
             route_policy::response(policy, upstream_response, ctx.cors_origin.as_ref())?;
         }
+        if ctx.lb.is_some() {
+            lb::on_response(ctx, upstream_response)?;
+        }
         // pingora writes `Date` (cached once a second) on every response.
         if !upstream_response.headers.contains_key(header::SERVER) {
             upstream_response.insert_header(header::SERVER, SERVER_NAME)?;
@@ -494,6 +506,9 @@ impl ProxyHttp for Proxy {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        if e.is_some_and(|e| e.esource() == &ErrorSource::Upstream) {
+            lb::on_failure(ctx, false);
+        }
         // requests_total last: once a request is counted, its other series are updated too.
         if let Some(c) = &ctx.fallback_counter {
             c.inc();

@@ -1,0 +1,444 @@
+"""Load balancing per route: round-robin spread, `upstream-hash-by` (same key → same endpoint,
+about 1/N of the keys move when an endpoint joins), `load-balance: ewma` (a slow endpoint loses
+its share) and `least_request` (under concurrency), passive outlier ejection (`tandem.dev/outlier-*`: a failing endpoint stops getting
+traffic and gets it back after its ejection time), cookie affinity (`affinity: cookie` and
+`session-cookie-*`), draining (an endpoint that is terminating but still serving gets no new
+sessions, its pinned sessions keep going), active health checks, and invalid values reported with the route served.
+
+Each case is its own Ingress with its own host `<case>.lb.test` and its own Service.
+"""
+
+from __future__ import annotations
+
+import http.client
+import re
+import time
+from collections import Counter
+
+import pytest
+
+from e2e_lib import (LOOPBACK, MEASURE_SLACK, RELOAD_SLA, backend_objects, dead_endpoint, http_path,
+                     ingress, rule, wait_until)
+from metrics_support import scrape
+
+NGX = "nginx.ingress.kubernetes.io/"
+TD = "tandem.dev/"
+#: Upper bound of any request loop here.
+LOOP_SECONDS = 60
+#: Ejection time of the outlier cases: longer than their 60 requests take on a busy machine.
+EJECTION_S = 3
+
+
+def host(case: str) -> str:
+    return f"{case}.lb.test"
+
+
+def ing(case: str, annotations: dict, service: str | None = None) -> dict:
+    return ingress(case, [rule(host(case), http_path("/", service or case, "http"))],
+                   annotations=annotations)
+
+
+class Client:
+    """One keep-alive connection to the router (reopened after the router closes it)."""
+
+    def __init__(self, router, case: str):
+        self.port = router.http_port
+        self.host = host(case)
+        self.conn = http.client.HTTPConnection(LOOPBACK, self.port, timeout=10)
+
+    def get(self, path: str = "/", headers: dict | None = None):
+        h = {"Host": self.host, **(headers or {})}
+        for attempt in range(2):
+            try:
+                self.conn.request("GET", path, headers=h)
+                r = self.conn.getresponse()
+                r.read()
+                sb = r.getheader("x-served-by") or ""
+                return r.status, sb.split("/", 1)[-1], r.getheader("set-cookie")
+            except (http.client.HTTPException, ConnectionError):
+                self.conn.close()
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    def many(self, n: int, path: str = "/", headers: dict | None = None) -> list[tuple]:
+        deadline = time.monotonic() + LOOP_SECONDS
+        out = []
+        for _ in range(n):
+            assert time.monotonic() < deadline, f"{n} requests took over {LOOP_SECONDS}s"
+            out.append(self.get(path, headers))
+        return out
+
+    def close(self):
+        self.conn.close()
+
+
+def cookie_of(set_cookie: str | None, name: str = "INGRESSCOOKIE") -> str | None:
+    if not set_cookie or not set_cookie.startswith(name + "="):
+        return None
+    return set_cookie.split(";", 1)[0].split("=", 1)[1]
+
+
+def with_conditions(service: str, eps: list, conditions: dict) -> list[dict]:
+    """backend_objects for echo backends, with EndpointSlice conditions per pod."""
+    docs = backend_objects(service, eps)
+    for d in docs[1:]:
+        for e in d["endpoints"]:
+            pod = e["targetRef"]["name"]
+            if pod in conditions:
+                e["conditions"] = conditions[pod]
+    return docs
+
+
+@pytest.fixture(scope="module")
+def setup(module_env):
+    e = module_env
+    b: dict = {}
+    b["rr"] = [e.echo("rr", f"rr-{i}") for i in range(4)]
+    b["hash"] = [e.echo("hash", f"h{i}") for i in range(11)]
+    b["ewma"] = [e.echo("ewma", "slow", args=["--delay-ms", "40"])] + [e.echo("ewma", f"fast-{i}") for i in range(2)]
+    b["lr"] = [e.echo("lr", "slow", args=["--delay-ms", "1000"])] + [e.echo("lr", f"fast-{i}") for i in range(2)]
+    b["flaky"] = [e.echo("flaky", "bad", args=["--status", "503"])] + [e.echo("flaky", f"good-{i}") for i in range(2)]
+    b["deadish"] = [e.echo("deadish", f"live-{i}") for i in range(2)]
+    b["sticky"] = [e.echo("sticky", f"s{i}") for i in range(3)]
+    b["drain"] = [e.echo("drain", f"d{i}") for i in range(3)]
+    b["app"] = [e.echo("app")]
+    b["checked"] = [e.echo("checked", "sick", args=["--status", "503"])] + [e.echo("checked", f"well-{i}") for i in range(2)]
+    b["allsick"] = [e.echo("allsick", f"sick-{i}", args=["--status", "503"]) for i in range(2)]
+    dead = dead_endpoint()
+    outlier = {TD + "outlier-consecutive-failures": "3", TD + "outlier-ejection-time": f"{EJECTION_S}s"}
+    checks = {TD + "health-check-path": "/healthz", TD + "health-check-interval": "200ms",
+              TD + "health-check-timeout": "150ms", TD + "health-check-unhealthy-threshold": "2",
+              TD + "health-check-healthy-threshold": "2"}
+    docs = [
+        ing("rr", {}),
+        ing("hash", {NGX + "upstream-hash-by": "$http_x_user"}),
+        ing("ewma", {NGX + "load-balance": "ewma"}),
+        ing("ewma-rr", {}, "ewma"),
+        ing("lr", {TD + "load-balance": "least_request"}),
+        ing("flaky", outlier),
+        ing("deadish", outlier),
+        ing("sticky", {NGX + "affinity": "cookie", NGX + "session-cookie-name": "route",
+                       NGX + "session-cookie-max-age": "3600", NGX + "session-cookie-samesite": "Lax"}),
+        ing("drain", {NGX + "affinity": "cookie"}),
+        ingress("sticky-path", [rule(host("sticky-path"), http_path("/api", "app", "http"))],
+                annotations={NGX + "affinity": "cookie"}),
+        ing("checked", checks),
+        ing("allsick", checks),
+        # Invalid values: each reported, the Ingress still served.
+        ing("bad-lb", {NGX + "load-balance": "fastest"}, "app"),
+        ing("bad-hash", {NGX + "upstream-hash-by": "$server_name"}, "app"),
+        ing("bad-affinity", {NGX + "affinity": "ip"}, "app"),
+        ing("bad-cookie", {NGX + "affinity": "cookie", NGX + "session-cookie-samesite": "sometimes"}, "app"),
+        ing("bad-failures", {TD + "outlier-consecutive-failures": "0"}, "app"),
+        ing("bad-ejection", {TD + "outlier-ejection-time": "forever"}, "app"),
+        ing("bad-check", {TD + "health-check-path": "healthz"}, "app"),
+        ing("bad-check-interval", {TD + "health-check-path": "/h", TD + "health-check-interval": "0ms"}, "app"),
+    ]
+    services = (backend_objects("rr", b["rr"]) + backend_objects("ewma", b["ewma"])
+                + backend_objects("lr", b["lr"])
+                + backend_objects("flaky", b["flaky"])
+                + backend_objects("deadish", [dead] + b["deadish"])
+                + backend_objects("sticky", b["sticky"]) + backend_objects("app", b["app"])
+                + backend_objects("checked", b["checked"]) + backend_objects("allsick", b["allsick"]))
+    router = e.router({
+        "services.yaml": services,
+        "hash.yaml": backend_objects("hash", b["hash"][:10]),
+        "drain.yaml": backend_objects("drain", b["drain"]),
+        "ingresses.yaml": docs,
+    }, ["--trusted-proxies", "127.0.0.1/32"])
+    b["dead"] = dead
+    return router, b
+
+
+def test_round_robin_is_even(setup):
+    router, b = setup
+    c = Client(router, "rr")
+    got = Counter(pod for status, pod, _ in c.many(400) if status == 200)
+    c.close()
+    assert sum(got.values()) == 400, got
+    assert set(got) == {x.pod for x in b["rr"]}, got
+    # Within ±5 % of the even share.
+    assert all(95 <= n <= 105 for n in got.values()), got
+
+
+def test_hash_by_header_is_consistent_and_moves_few_keys(setup):
+    router, b = setup
+    c = Client(router, "hash")
+    keys = [f"user-{i}" for i in range(1000)]
+
+    def owners():
+        out = {}
+        for k in keys:
+            status, pod, _ = c.get("/", {"X-User": k})
+            assert status == 200, (k, status)
+            out[k] = pod
+        return out
+
+    before = owners()
+    # Same key → same endpoint (each key asked again, in another order).
+    for k in reversed(keys[:300]):
+        assert c.get("/x", {"X-User": k})[1] == before[k], k
+    assert len(set(before.values())) == 10, Counter(before.values())
+    # No key: the route's algorithm (round-robin) spreads the requests.
+    assert len({pod for _, pod, _ in c.many(20)}) == 10
+    # An eleventh endpoint joins.
+    router.write("hash.yaml", backend_objects("hash", b["hash"]))
+    new_pod = b["hash"][10].pod
+    wait_until(lambda: any(c.get("/", {"X-User": k})[1] == new_pod for k in keys[:200]),
+               RELOAD_SLA + MEASURE_SLACK, desc="the new endpoint takes its keys")
+    after = owners()
+    moved = [k for k in keys if after[k] != before[k]]
+    print(f"hash-by: {len(moved)} of {len(keys)} keys moved from 10 to 11 endpoints")
+    assert len(moved) <= 130, f"{len(moved)} of 1000 keys moved (limit 1.3/N = 130)"
+    assert len(moved) >= 40, f"only {len(moved)} keys moved: the new endpoint must take its share"
+    assert all(after[k] == new_pod for k in moved), "a key moved between two old endpoints"
+    c.close()
+
+
+def test_ewma_moves_load_away_from_a_slow_endpoint(setup):
+    router, b = setup
+    n = 150
+    c = Client(router, "ewma")
+    got = Counter(pod for status, pod, _ in c.many(n) if status == 200)
+    c.close()
+    assert sum(got.values()) == n, got
+    # The same endpoints behind round-robin: the slow one gets its third.
+    c = Client(router, "ewma-rr")
+    rr = Counter(pod for status, pod, _ in c.many(30) if status == 200)
+    c.close()
+    print(f"ewma: {dict(got)} of {n}; round-robin: {dict(rr)} of 30")
+    assert rr["slow"] == 10, rr
+    assert got["slow"] <= n // 20, f"the slow endpoint got {got['slow']} of {n} (1/N = {n // 3}): {got}"
+
+
+def test_least_request_avoids_an_endpoint_holding_requests(setup):
+    """Eight concurrent clients: under round-robin a 1 s endpoint would get a third of the
+    requests; with least_request it only gets a request when it holds fewer than the others."""
+    import threading
+    router, _ = setup
+    got: Counter = Counter()
+    errors: list = []
+
+    def client():
+        c = Client(router, "lr")
+        try:
+            for status, pod, _ in c.many(15):
+                got[pod if status == 200 else f"status {status}"] += 1
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+        finally:
+            c.close()
+
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(LOOP_SECONDS)
+    assert not errors and sum(got.values()) == 120, (errors, got)
+    print(f"least_request: {dict(got)} of 120")
+    assert got["slow"] <= 120 // 6, got
+
+
+def test_outlier_ejection_of_a_5xx_endpoint_and_its_return(setup, module_env):
+    router, b = setup
+    c = Client(router, "flaky")
+    started = time.monotonic()
+    results = c.many(60)
+    bad = [i for i, (status, pod, _) in enumerate(results) if pod == "bad"]
+    print(f"outlier: the 503 endpoint answered requests {bad} of 60")
+    assert all(results[i][0] == 503 for i in bad)
+    # Round-robin over three: ejected after its third 503 in a row (request 9 at the latest).
+    assert time.monotonic() - started < EJECTION_S, "60 requests took longer than the ejection"
+    assert len(bad) == 3 and bad[-1] <= 9, bad
+    assert all(status == 200 for i, (status, _, _) in enumerate(results) if i not in bad)
+    exp = scrape(router.admin_port)
+    assert exp.value("tandem_endpoint_ejections_total", namespace="default", service="flaky") >= 1
+    assert exp.value("tandem_endpoints_ejected", namespace="default", service="flaky") == 1
+    assert not any("127.0.0.1" in s.labels.get("endpoint", "") for s in exp.select("tandem_endpoint_ejections_total"))
+    router.wait_log(rf'endpoint ejected.*"default/flaky:http".*"{re.escape(b["flaky"][0].addr)}"',
+                    desc="ejection logged with the endpoint")
+    # The endpoint recovers (same address, now answering 200): back after its ejection time.
+    port = b["flaky"][0].port
+    b["flaky"][0].stop()
+    module_env.echo("flaky", "recovered", port=port)
+    seen = []
+    while time.monotonic() - started < EJECTION_S + 5:
+        status, pod, _ = c.get()
+        seen.append(pod)
+        if pod == "recovered":
+            break
+        time.sleep(0.02)
+    # Ejected after the first request was sent, so back no sooner than the ejection time later.
+    took = time.monotonic() - started
+    assert seen[-1] == "recovered", f"the recovered endpoint got no traffic: {Counter(seen)}"
+    assert took >= EJECTION_S, f"back after {took:.2f}s, before its ejection time was up"
+    router.wait_log(rf'back in rotation.*"{re.escape(b["flaky"][0].addr)}"', desc="return logged")
+    wait_until(lambda: scrape(router.admin_port).value(
+        "tandem_endpoints_ejected", namespace="default", service="flaky") == 0, 5, desc="gauge back to 0")
+    c.close()
+
+
+def test_outlier_ejection_of_a_dead_endpoint(setup):
+    """Connection refused: every request is still answered (retried on a live endpoint), and
+    after three failures the dead endpoint is not even tried any more."""
+    router, b = setup
+    c = Client(router, "deadish")
+    started = time.monotonic()
+    results = c.many(60)
+    c.close()
+    assert time.monotonic() - started < EJECTION_S, "60 requests took longer than the ejection"
+    assert all(status == 200 for status, _, _ in results), Counter(s for s, _, _ in results)
+    dead = f"{b['dead'].ip}:{b['dead'].port}"
+
+    def tried_dead():
+        return [e for e in router.access_logs() if e.get("host") == host("deadish") and e.get("attempts", 1) > 1]
+
+    wait_until(lambda: len(tried_dead()) >= 3, 5, desc="access log lines of retried requests")
+    retried = tried_dead()
+    print(f"outlier: {len(retried)} of 60 requests tried the dead endpoint {dead}")
+    assert len(retried) == 3, retried
+
+
+def test_cookie_affinity_holds_and_repins(setup):
+    router, b = setup
+    c = Client(router, "sticky")
+    status, pod, set_cookie = c.get()
+    assert status == 200 and set_cookie, set_cookie
+    assert "; Path=/" in set_cookie and "Max-Age=3600" in set_cookie and "HttpOnly" in set_cookie
+    assert "SameSite=Lax" in set_cookie, set_cookie
+    value = cookie_of(set_cookie, "route")
+    assert value and len(value) == 16 and all(ch in "0123456789abcdef" for ch in value), set_cookie
+    assert LOOPBACK not in set_cookie, "the cookie must not carry the endpoint's address"
+    results = c.many(1000, headers={"Cookie": f"other=1; route={value}"})
+    assert Counter(p for _, p, _ in results) == Counter({pod: 1000}), Counter(p for _, p, _ in results)
+    assert not any(sc for _, _, sc in results), "a pinned request must not get a new cookie"
+    # New sessions are spread by the algorithm (round-robin).
+    fresh = c.many(30)
+    assert len({p for _, p, _ in fresh}) == 3 and all(sc for _, _, sc in fresh)
+    # An unknown value: a new session.
+    status, _, sc = c.get(headers={"Cookie": "route=0123456789abcdef"})
+    assert status == 200 and cookie_of(sc, "route"), sc
+    # The pinned endpoint goes away: the session moves and the cookie is set again.
+    rest = [x for x in b["sticky"] if x.pod != pod]
+    others = [d for d in _read(router, "services.yaml") if d["metadata"]["name"].split("-")[0] != "sticky"]
+    router.write("services.yaml", others + backend_objects("sticky", rest))
+    wait_until(lambda: c.get(headers={"Cookie": f"route={value}"})[1] != pod, RELOAD_SLA + MEASURE_SLACK,
+               desc="session moved off the removed endpoint")
+    status, new_pod, sc = c.get(headers={"Cookie": f"route={value}"})
+    new_value = cookie_of(sc, "route")
+    assert status == 200 and new_pod != pod and new_value and new_value != value, (new_pod, sc)
+    again = c.many(200, headers={"Cookie": f"route={new_value}"})
+    assert Counter(p for _, p, _ in again) == Counter({new_pod: 200})
+    c.close()
+
+
+def test_cookie_path_defaults_to_the_rule_path(setup):
+    router, _ = setup
+    c = Client(router, "sticky-path")
+    status, _, sc = c.get("/api/x")
+    c.close()
+    assert status == 200 and sc and sc.startswith("INGRESSCOOKIE=") and "; Path=/api;" in sc, sc
+
+
+def _read(router, name: str) -> list[dict]:
+    import yaml
+    return [d for d in yaml.safe_load_all(router.path(name).read_text()) if d]
+
+
+def test_draining_endpoint_keeps_its_sessions_only(setup):
+    router, b = setup
+    c = Client(router, "drain")
+    # A session pinned to d0.
+    pinned = None
+    for _ in range(6):
+        _, pod, sc = c.get()
+        if pod == "d0":
+            pinned = cookie_of(sc)
+            break
+    assert pinned, "round-robin over three never picked d0 in six new sessions"
+    # d0's pod is terminating but still serving.
+    router.write("drain.yaml", with_conditions("drain", b["drain"], {
+        "d0": {"ready": False, "serving": True, "terminating": True}}))
+
+    def new_sessions_avoid_d0():
+        return all(c.get()[1] != "d0" for _ in range(6))
+
+    wait_until(new_sessions_avoid_d0, RELOAD_SLA + MEASURE_SLACK, desc="new sessions avoid the draining endpoint")
+    fresh = c.many(60)
+    assert not any(p == "d0" for _, p, _ in fresh), Counter(p for _, p, _ in fresh)
+    assert {p for _, p, _ in fresh} == {"d1", "d2"}
+    kept = c.many(200, headers={"Cookie": f"INGRESSCOOKIE={pinned}"})
+    assert Counter(p for _, p, _ in kept) == Counter({"d0": 200}), Counter(p for _, p, _ in kept)
+    # Once it stops serving, its session moves.
+    router.write("drain.yaml", with_conditions("drain", b["drain"], {
+        "d0": {"ready": False, "serving": False, "terminating": True}}))
+    wait_until(lambda: c.get(headers={"Cookie": f"INGRESSCOOKIE={pinned}"})[1] != "d0",
+               RELOAD_SLA + MEASURE_SLACK, desc="session moved off the stopped endpoint")
+    c.close()
+
+
+def problem_of(router, name: str) -> str:
+    def find():
+        for e in router.json_logs():
+            if e.get("reason") == "invalid_annotation" and e.get("name") == name:
+                return e.get("detail", "")
+        return None
+    return wait_until(find, 10, desc=f"invalid_annotation logged for {name}")
+
+
+@pytest.mark.parametrize("case,annotation", [
+    ("bad-lb", "load-balance"),
+    ("bad-hash", "upstream-hash-by"),
+    ("bad-affinity", "affinity"),
+    ("bad-cookie", "session-cookie-samesite"),
+    ("bad-failures", "outlier-consecutive-failures"),
+    ("bad-ejection", "outlier-ejection-time"),
+    ("bad-check", "health-check-path"),
+    ("bad-check-interval", "health-check-interval"),
+])
+def test_invalid_values_are_reported_and_the_route_served(setup, case, annotation):
+    router, _ = setup
+    assert annotation in problem_of(router, case)
+    c = Client(router, case)
+    status, pod, _ = c.get()
+    c.close()
+    assert (status, pod) == (200, "app-0")
+
+
+def test_invalid_values_are_counted(setup):
+    router, _ = setup
+    exp = scrape(router.admin_port)
+    assert exp.sum("tandem_config_problems", kind="Ingress", reason="invalid_annotation") >= 8
+
+
+def test_health_checks_take_a_failing_endpoint_out_and_back(setup, module_env):
+    router, b = setup
+    unhealthy = lambda: scrape(router.admin_port).value(  # noqa: E731
+        "tandem_endpoints_unhealthy", namespace="default", service="checked")
+    wait_until(lambda: unhealthy() == 1, 5, desc="the failing endpoint marked unhealthy")
+    router.wait_log(rf'failed its health checks.*"default/checked:http".*"{re.escape(b["checked"][0].addr)}"',
+                    desc="unhealthy logged with the endpoint")
+    c = Client(router, "checked")
+    got = Counter(pod for _, pod, _ in c.many(60))
+    assert got["sick"] == 0 and sum(got.values()) == 60, got
+    # It recovers (same address, now healthy): back after two passing checks.
+    port = b["checked"][0].port
+    b["checked"][0].stop()
+    module_env.echo("checked", "cured", port=port)
+    wait_until(lambda: unhealthy() == 0, 5, desc="the endpoint healthy again")
+    got = Counter(pod for _, pod, _ in c.many(30))
+    assert got["cured"] == 10, got
+    c.close()
+
+
+def test_health_checks_never_empty_a_backend(setup):
+    """Every endpoint fails its checks: requests still go to all of them (as nginx does)."""
+    router, _ = setup
+    wait_until(lambda: scrape(router.admin_port).value(
+        "tandem_endpoints_unhealthy", namespace="default", service="allsick") == 2, 5,
+        desc="both endpoints marked unhealthy")
+    c = Client(router, "allsick")
+    got = Counter((status, pod) for status, pod, _ in c.many(20))
+    c.close()
+    assert got == Counter({(503, "sick-0"): 10, (503, "sick-1"): 10}), got
