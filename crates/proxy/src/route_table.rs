@@ -62,31 +62,87 @@ pub struct CanaryTarget {
 #[repr(align(64))]
 pub struct WeighedCount(pub AtomicU64);
 
+/// Up to this many Prefix rules, a host's table is scanned longest first instead of held in a
+/// radix tree: most hosts have one to a few rules, and a tree per host costs ~1.6 KiB.
+const LINEAR_PREFIXES: usize = 8;
+
+/// A host's Prefix rules.
+enum Prefixes {
+    /// Longest first.
+    Linear(Vec<(Box<str>, Arc<RouteTarget>)>),
+    Tree(matchit::Router<Arc<RouteTarget>>),
+}
+
+impl Default for Prefixes {
+    fn default() -> Self {
+        Self::Linear(Vec::new())
+    }
+}
+
+/// Whether a normalised Prefix rule (no trailing slash, `/` for the root) matches a path
+/// element-wise: `/foo` serves `/foo`, `/foo/` and `/foo/<anything>`, not `/foobar`.
+fn prefix_matches(prefix: &str, path: &str) -> bool {
+    if prefix == "/" {
+        return path.starts_with('/');
+    }
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
 /// Path rules of one host, built from one shared list of routes and kept, by pointer, for as
 /// long as that list is unchanged.
 #[derive(Default)]
 struct PathTable {
     source: Arc<Vec<Route>>,
     exact: HashMap<String, Arc<RouteTarget>>,
-    prefix: matchit::Router<Arc<RouteTarget>>,
+    prefix: Prefixes,
     /// Rules the table could not hold.
     problems: Vec<Problem>,
 }
 
 impl PathTable {
+    /// An empty table sized for these routes.
+    fn for_routes(routes: &Arc<Vec<Route>>) -> Self {
+        let prefixes = routes
+            .iter()
+            .filter(|r| matches!(r.path, PathMatch::Prefix(_)))
+            .count();
+        Self {
+            source: routes.clone(),
+            exact: HashMap::new(),
+            prefix: if prefixes <= LINEAR_PREFIXES {
+                Prefixes::Linear(Vec::with_capacity(prefixes))
+            } else {
+                Prefixes::Tree(matchit::Router::new())
+            },
+            problems: Vec::new(),
+        }
+    }
+
     fn lookup(&self, path: &str) -> Option<&Arc<RouteTarget>> {
-        self.exact
-            .get(path)
-            .or_else(|| self.prefix.at(path).ok().map(|m| m.value))
+        self.exact.get(path).or_else(|| match &self.prefix {
+            Prefixes::Linear(rules) => rules
+                .iter()
+                .find(|(p, _)| prefix_matches(p, path))
+                .map(|(_, t)| t),
+            Prefixes::Tree(tree) => tree.at(path).ok().map(|m| m.value),
+        })
     }
 
     fn insert(&mut self, route: &Route, target: Arc<RouteTarget>) -> Result<(), String> {
-        match &route.path {
-            PathMatch::Exact(p) => {
+        match (&route.path, &mut self.prefix) {
+            (PathMatch::Exact(p), _) => {
                 self.exact.entry(p.clone()).or_insert(target);
                 Ok(())
             }
-            PathMatch::Prefix(p) => {
+            (PathMatch::Prefix(p), Prefixes::Linear(rules)) => {
+                if !rules.iter().any(|(q, _)| **q == **p) {
+                    let at = rules.partition_point(|(q, _)| q.len() >= p.len());
+                    rules.insert(at, (p.as_str().into(), target));
+                }
+                Ok(())
+            }
+            (PathMatch::Prefix(p), Prefixes::Tree(tree)) => {
                 // Element-wise: `/foo` serves `/foo`, `/foo/` and `/foo/<anything>`. A matchit
                 // catch-all never matches the empty rest, hence three entries.
                 let escaped = p.replace('{', "{{").replace('}', "}}");
@@ -100,8 +156,7 @@ impl PathTable {
                     ]
                 };
                 for e in entries {
-                    self.prefix
-                        .insert(e.as_str(), target.clone())
+                    tree.insert(e.as_str(), target.clone())
                         .map_err(|err| format!("path {p}: {err}"))?;
                 }
                 Ok(())
@@ -194,10 +249,7 @@ impl Builder<'_> {
     }
 
     fn paths(&self, routes: &Arc<Vec<Route>>, host_less: bool) -> Arc<PathTable> {
-        let mut table = PathTable {
-            source: routes.clone(),
-            ..PathTable::default()
-        };
+        let mut table = PathTable::for_routes(routes);
         for route in routes.iter() {
             let fallback = host_less && route.path.is_catch_all();
             let Some(t) = self.target(

@@ -385,3 +385,66 @@ fn a_table_updated_by_delta_serves_like_one_built_whole() {
     assert_eq!(served(&table, "h4.example", "/"), Some("legacy".into()));
     assert_eq!(served(&table, "h3.example", "/moved/x"), Some("b".into()));
 }
+
+#[test]
+fn linear_and_tree_prefix_tables_agree() {
+    let paths = [
+        "/", "/a", "/a/b", "/a/b/c", "/ab", "/b", "/b/c", "/c", "/c/d/e", "/d", "/{x}", "/e",
+    ];
+    let config = |n: usize| {
+        let mut cfg = RoutingConfig::default();
+        let routes: Vec<Route> = paths[..n]
+            .iter()
+            .map(|p| route(prefix(p), &format!("s{}", p.replace('/', "_"))))
+            .collect();
+        cfg.exact_hosts.insert("h".into(), Arc::new(routes));
+        cfg
+    };
+    let tree = table(&config(paths.len()));
+    assert!(paths.len() > LINEAR_PREFIXES);
+    let probes = [
+        "/", "/a", "/a/", "/a/x", "/a/b", "/a/bc", "/a/b/c/d", "/ab", "/abc", "/b/c/", "/c/d",
+        "/c/d/e/f", "/d", "/dd", "/{x}/y", "/e", "/zzz",
+    ];
+    let svc = |t: Option<&Arc<RouteTarget>>| t.map(|t| t.backend.key.service.clone());
+    for n in 1..=LINEAR_PREFIXES {
+        // The same rules in a linear table and in a tree.
+        let linear = table(&config(n));
+        let pt = linear.hosts.get_exact("h").expect("host");
+        let Prefixes::Linear(rules) = &pt.prefix else {
+            panic!("{n} rules should be scanned linearly");
+        };
+        let mut tree_pt = PathTable {
+            source: pt.source.clone(),
+            prefix: Prefixes::Tree(matchit::Router::new()),
+            ..PathTable::default()
+        };
+        for route in pt.source.iter() {
+            let (_, target) = rules
+                .iter()
+                .find(|(p, _)| **p == *route.path.path())
+                .expect("rule");
+            tree_pt.insert(route, target.clone()).expect("insert");
+        }
+        for probe in probes {
+            assert_eq!(
+                svc(pt.lookup(probe)),
+                svc(tree_pt.lookup(probe)),
+                "{n} {probe}"
+            );
+        }
+    }
+    // The linear table with the first eight rules answers like the tree where only those
+    // eight can match.
+    let linear = table(&config(LINEAR_PREFIXES));
+    for probe in ["/a/b/c/d", "/ab", "/b/c", "/c/x", "/"] {
+        assert_eq!(
+            served(&linear, "h", probe),
+            served(&tree, "h", probe),
+            "{probe}"
+        );
+    }
+    assert_eq!(served(&tree, "h", "/{x}/y"), Some("s_{x}".into()));
+    assert_eq!(served(&tree, "h", "/a/bc"), Some("s_a".into()));
+    assert_eq!(served(&linear, "h", "/a/bc"), Some("s_a".into()));
+}
