@@ -1,7 +1,6 @@
 //! The validated, immutable configuration a tier serves from. Built by [`crate::translate`] off the
 //! hot path; the data path only reads it.
 
-use std::collections::BTreeSet;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -119,10 +118,11 @@ pub struct RoutingConfig {
     /// Rules without host.
     pub hostless: Arc<Vec<Route>>,
     pub default_backend: Option<DefaultBackend>,
-    /// TLS: which Secret serves which hosts (edge tier only; empty for the router).
-    pub tls: Arc<Vec<TlsBinding>>,
+    /// TLS (edge tier only; empty for the router): per host (exact, or `*.suffix`), the Secrets
+    /// bound to it, oldest Ingress first: the first good one serves it.
+    pub tls: imbl::OrdMap<String, Arc<Vec<TlsHostBinding>>>,
     /// Hosts (exact, or `*.suffix`) whose plain-HTTP requests are redirected to HTTPS.
-    pub https_redirect_hosts: Arc<BTreeSet<String>>,
+    pub https_redirect_hosts: imbl::OrdSet<String>,
     /// Every host any Ingress in the source names (rules or TLS, any class), lowercased: the only
     /// values a per-host metric label may take.
     pub known_hosts: imbl::OrdSet<String>,
@@ -134,6 +134,13 @@ pub struct TlsBinding {
     /// Lowercased; wildcards keep their `*.` prefix.
     pub hosts: Vec<String>,
     /// `namespace/name` of the `kubernetes.io/tls` Secret.
+    pub secret: crate::object::ObjectKey,
+    pub ingress: IngressRef,
+}
+
+/// One Secret bound to a host, and the Ingress that binds it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TlsHostBinding {
     pub secret: crate::object::ObjectKey,
     pub ingress: IngressRef,
 }

@@ -21,7 +21,7 @@ pub mod translate;
 pub use annotations::{CanaryRule, RoutePolicy, UpstreamTls, Verdict};
 pub use config::{
     BackendKey, BackendProtocol, Canary, DefaultBackend, EndpointSet, IngressRef, PathMatch,
-    ResolvedBackend, Route, RoutingConfig, ServicePortRef, TlsBinding, TlsSecret,
+    ResolvedBackend, Route, RoutingConfig, ServicePortRef, TlsBinding, TlsHostBinding, TlsSecret,
 };
 pub use object::{Kind, Object, ObjectKey, Snapshot};
 pub use pipeline::{ConfigSink, SyncObserver};

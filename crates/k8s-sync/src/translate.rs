@@ -85,6 +85,12 @@ pub struct Delta {
     pub backends: BTreeSet<BackendKey>,
     /// Ingresses (of any class) added, changed or removed.
     pub ingresses: BTreeSet<ObjectKey>,
+    /// Hosts whose TLS bindings changed.
+    pub tls_hosts: BTreeSet<String>,
+    /// Hosts that started or stopped being redirected to HTTPS.
+    pub https_hosts: BTreeSet<String>,
+    /// Secrets whose material, problems or binding may have changed.
+    pub secrets: BTreeSet<ObjectKey>,
 }
 
 /// Translates a snapshot into the config one tier serves, from scratch. A long-lived
@@ -134,6 +140,19 @@ pub(crate) struct IngressOut {
 }
 
 impl IngressOut {
+    /// The hosts this Ingress binds to a Secret, each once.
+    pub(crate) fn tls_host_keys(&self) -> BTreeSet<&str> {
+        self.tls
+            .iter()
+            .flat_map(|b| b.hosts.iter().map(String::as_str))
+            .collect()
+    }
+
+    /// The hosts whose HTTPS redirect this Ingress has a say in, each once.
+    pub(crate) fn redirect_host_keys(&self) -> BTreeSet<&str> {
+        self.tls_hosts.iter().map(String::as_str).collect()
+    }
+
     /// The host keys this Ingress has rules for, each once.
     pub(crate) fn host_keys(&self) -> BTreeSet<&str> {
         self.rules.iter().map(|(h, _)| h.as_str()).collect()

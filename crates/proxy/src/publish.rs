@@ -151,12 +151,7 @@ impl ConfigSink for RoutePublisher {
                 !d.route_hosts.is_empty()
                     || d.default_backend
                     || !d.known_hosts.is_empty()
-                    || state.last_routes.as_ref().is_none_or(|r| {
-                        !Arc::ptr_eq(
-                            &r.https_redirect_hosts,
-                            &translation.routes.https_redirect_hosts,
-                        )
-                    })
+                    || !d.https_hosts.is_empty()
             }
             None => state.last_routes.as_ref() != Some(&translation.routes),
         };

@@ -5,7 +5,7 @@
 //! long as the request path, so never shorter than a prefix match), else the longest element-wise
 //! Prefix. This order is what makes a host-less `/` rule a true fallback.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use std::sync::atomic::AtomicU64;
@@ -179,9 +179,8 @@ pub struct RouteTable {
     hosts: HostMap<Arc<PathTable>>,
     hostless: Arc<PathTable>,
     default_backend: Option<Arc<RouteTarget>>,
-    /// Hosts whose plain-HTTP requests the edge redirects to HTTPS, and the set they came from.
-    https_hosts: Arc<HostMap<()>>,
-    https_source: Arc<BTreeSet<String>>,
+    /// Hosts whose plain-HTTP requests the edge redirects to HTTPS.
+    https_hosts: HostMap<()>,
     /// Fallback counters per configured host (`_other` else).
     fallback_by_host: HostMap<Arc<LazyCounter>>,
     fallback_requests: IntCounterVec,
@@ -337,7 +336,9 @@ impl RouteTable {
             let counter = kept.cloned().unwrap_or_else(|| LazyCounter::new(h));
             table.fallback_by_host.insert_first(h, counter);
         }
-        table.https_from(config, previous);
+        for h in config.https_redirect_hosts.iter() {
+            table.https_hosts.insert_first(h, ());
+        }
         let problems = table.problems();
         (table, problems)
     }
@@ -357,7 +358,6 @@ impl RouteTable {
             hostless: self.hostless.clone(),
             default_backend: self.default_backend.clone(),
             https_hosts: self.https_hosts.clone(),
-            https_source: self.https_source.clone(),
             fallback_by_host: self.fallback_by_host.clone(),
             fallback_requests: self.fallback_requests.clone(),
             fallback_other: self.fallback_other.clone(),
@@ -396,7 +396,10 @@ impl RouteTable {
             });
             table.fallback_by_host.set(h, counter);
         }
-        table.https_from(config, Some(self));
+        for h in &delta.https_hosts {
+            let on = config.https_redirect_hosts.contains(h);
+            table.https_hosts.set(h, on.then_some(()));
+        }
         let problems = table.problems();
         (table, problems)
     }
@@ -417,28 +420,13 @@ impl RouteTable {
             .collect()
     }
 
-    fn https_from(&mut self, config: &RoutingConfig, previous: Option<&RouteTable>) {
-        match previous.filter(|p| Arc::ptr_eq(&p.https_source, &config.https_redirect_hosts)) {
-            Some(p) => self.https_hosts = p.https_hosts.clone(),
-            None => {
-                let mut https = HostMap::default();
-                for h in config.https_redirect_hosts.iter() {
-                    https.insert_first(h, ());
-                }
-                self.https_hosts = Arc::new(https);
-            }
-        }
-        self.https_source = config.https_redirect_hosts.clone();
-    }
-
     /// A table with no routes: every request is a 404.
     pub fn empty(metrics: &Arc<Metrics>) -> Self {
         Self {
             hosts: HostMap::default(),
             hostless: Arc::default(),
             default_backend: None,
-            https_hosts: Arc::default(),
-            https_source: Arc::default(),
+            https_hosts: HostMap::default(),
             fallback_by_host: HostMap::default(),
             fallback_requests: metrics.fallback_requests.clone(),
             fallback_other: metrics.fallback_requests.with_label_values(&[OTHER_HOST]),

@@ -119,7 +119,8 @@ impl ParsedCert {
 }
 
 /// Which certificate serves which SNI: exact host, then a one-label wildcard, then the default.
-#[derive(Debug)]
+/// Persistent: a clone shares every host with the original.
+#[derive(Clone, Debug)]
 pub struct CertSet {
     hosts: HostMap<Arc<ParsedCert>>,
     default: Arc<ParsedCert>,
@@ -137,6 +138,16 @@ impl CertSet {
     /// host stays.
     pub fn insert(&mut self, host: &str, cert: Arc<ParsedCert>) {
         self.hosts.insert_first(host, cert);
+    }
+
+    /// Sets (or with `None` removes) a host's certificate.
+    pub fn set(&mut self, host: &str, cert: Option<Arc<ParsedCert>>) {
+        self.hosts.set(host, cert);
+    }
+
+    /// The certificate served when no host matches.
+    pub fn set_default(&mut self, default: Arc<ParsedCert>) {
+        self.default = default;
     }
 
     pub fn host_count(&self) -> usize {

@@ -16,7 +16,7 @@ use super::{
     hosts_named, ingress_problem, merge_host, parse_ingress, tls_secret,
 };
 use crate::config::{
-    BackendKey, DefaultBackend, EndpointSet, IngressRef, Route, RoutingConfig, TlsBinding,
+    BackendKey, DefaultBackend, EndpointSet, IngressRef, Route, RoutingConfig, TlsHostBinding,
     TlsSecret,
 };
 use crate::object::{Changes, Kind, ObjectKey, Snapshot};
@@ -103,9 +103,14 @@ pub struct Translator {
     /// The last result's parts, reused while their inputs are unchanged.
     routes: RoutingConfig,
     default_backend_problems: Vec<Problem>,
-    secret_material: HashMap<ObjectKey, Arc<TlsSecret>>,
+    /// Served Ingresses binding each host to a Secret (`spec.tls`), oldest first.
+    tls_by_host: HashMap<String, Vec<Age>>,
+    /// Per host deciding on the HTTPS redirect: how many Ingresses keep it on, and off.
+    redirect_votes: HashMap<String, (usize, usize)>,
+    /// Bindings naming each Secret, by Ingress.
+    secret_users: BTreeMap<ObjectKey, BTreeMap<IngressRef, usize>>,
     tls_secrets: imbl::OrdMap<ObjectKey, Arc<TlsSecret>>,
-    secret_problems: Vec<Problem>,
+    secret_problems: BTreeMap<ObjectKey, Vec<Problem>>,
     /// Routes (and the default backend) naming each backend, by Ingress: the smallest one is
     /// blamed when the backend cannot be resolved.
     backend_refs: BTreeMap<BackendKey, BTreeMap<IngressRef, usize>>,
@@ -118,6 +123,14 @@ pub struct Translator {
 }
 
 /// Backends a list of routes (or a default backend) names, with the naming Ingress.
+/// Hosts and Secrets whose TLS bindings or redirect votes changed in one translation.
+#[derive(Default)]
+struct TlsDirt {
+    hosts: BTreeSet<String>,
+    redirect: BTreeSet<String>,
+    secrets: BTreeSet<ObjectKey>,
+}
+
 fn route_backends(routes: &[Route]) -> impl Iterator<Item = (&BackendKey, &IngressRef)> {
     routes.iter().flat_map(|r| {
         std::iter::once((&r.backend, &r.ingress))
@@ -140,9 +153,11 @@ impl Translator {
             conflicts: HashMap::new(),
             routes: RoutingConfig::default(),
             default_backend_problems: Vec::new(),
-            secret_material: HashMap::new(),
+            tls_by_host: HashMap::new(),
+            redirect_votes: HashMap::new(),
+            secret_users: BTreeMap::new(),
             tls_secrets: imbl::OrdMap::new(),
-            secret_problems: Vec::new(),
+            secret_problems: BTreeMap::new(),
             backend_refs: BTreeMap::new(),
             backend_problems: BTreeMap::new(),
             slices_of: HashMap::new(),
@@ -188,7 +203,8 @@ impl Translator {
         let class = ClassView::new(snapshot, &self.settings);
         let mut delta = Delta::default();
         let mut dirty_hosts: BTreeSet<String> = BTreeSet::new();
-        let (mut tls_changed, mut db_changed) = (fresh, fresh);
+        let mut db_changed = fresh;
+        let mut tls = TlsDirt::default();
         for key in &dirty {
             delta.ingresses.insert(key.clone());
             if let Some(age) = self.age_of.remove(key)
@@ -202,7 +218,7 @@ impl Translator {
                     }
                     dirty_hosts.insert(h.to_owned());
                 }
-                tls_changed |= !old.tls.is_empty() || !old.tls_hosts.is_empty();
+                self.withdraw_tls(&old, &mut tls);
                 db_changed |= old.default_backend.is_some();
                 self.with_problems.remove(&age);
                 self.served_keys.remove(key);
@@ -246,7 +262,7 @@ impl Translator {
                         }
                         dirty_hosts.insert(h.to_owned());
                     }
-                    tls_changed |= !out.tls.is_empty() || !out.tls_hosts.is_empty();
+                    self.add_tls(&out, &mut tls);
                     db_changed |= out.default_backend.is_some();
                     if !out.problems.is_empty() {
                         self.with_problems.insert(out.age.clone());
@@ -309,13 +325,26 @@ impl Translator {
                 self.ref_backend(&d.backend, &d.ingress, &mut dirty_backends);
             }
         }
-        if tls_changed {
-            self.tls_bindings();
+        self.tls_hosts(&tls, &mut delta);
+        let mut secrets = tls.secrets;
+        match changes.map(|c| c.keys_of(Kind::Secret)) {
+            Some(Some(keys)) => secrets.extend(keys.iter().cloned()),
+            // A relist or a fresh start: every Secret that is or was bound.
+            _ => {
+                secrets.extend(self.secret_users.keys().cloned());
+                secrets.extend(self.tls_secrets.keys().cloned());
+                secrets.extend(self.secret_problems.keys().cloned());
+            }
         }
-        let secrets_changed = changes.is_none_or(|c| c.kinds.contains(&Kind::Secret));
-        if tls_changed || secrets_changed {
-            self.secrets(snapshot);
+        if let Some(key) = self
+            .settings
+            .default_certificate
+            .as_ref()
+            .filter(|_| fresh && self.settings.tier.reads_secrets())
+        {
+            secrets.insert(key.clone());
         }
+        self.secrets(snapshot, secrets, &mut delta);
         self.endpoints(snapshot, changes, dirty_backends, &mut delta);
         self.translation(snapshot, (!fresh).then_some(delta))
     }
@@ -519,87 +548,180 @@ impl Translator {
         }
     }
 
-    /// TLS bindings in age order, and the hosts redirected to HTTPS: those whose every naming
-    /// Ingress keeps the redirect on.
-    fn tls_bindings(&mut self) {
-        let mut bindings: Vec<TlsBinding> = Vec::new();
-        let mut redirect: BTreeMap<&str, bool> = BTreeMap::new();
-        for ing in self.served.values() {
-            bindings.extend(ing.tls.iter().cloned());
-            for h in &ing.tls_hosts {
-                *redirect.entry(h.as_str()).or_insert(true) &= ing.redirect_on;
+    /// Takes a served Ingress's TLS bindings and redirect votes away.
+    fn withdraw_tls(&mut self, out: &IngressOut, dirt: &mut TlsDirt) {
+        for h in out.tls_host_keys() {
+            if let Some(ages) = self.tls_by_host.get_mut(h)
+                && let Ok(i) = ages.binary_search(&out.age)
+            {
+                ages.remove(i);
             }
+            dirt.hosts.insert(h.to_owned());
         }
-        self.routes.https_redirect_hosts = Arc::new(
-            redirect
-                .into_iter()
-                .filter(|(_, on)| *on)
-                .map(|(h, _)| h.to_owned())
-                .collect(),
-        );
-        self.routes.tls = Arc::new(bindings);
+        for b in &out.tls {
+            if let Some(users) = self.secret_users.get_mut(&b.secret) {
+                if let Some(n) = users.get_mut(&b.ingress) {
+                    *n -= 1;
+                    if *n == 0 {
+                        users.remove(&b.ingress);
+                    }
+                }
+                if users.is_empty() {
+                    self.secret_users.remove(&b.secret);
+                }
+            }
+            dirt.secrets.insert(b.secret.clone());
+        }
+        for h in out.redirect_host_keys() {
+            if let Some(v) = self.redirect_votes.get_mut(h) {
+                let n = if out.redirect_on { &mut v.0 } else { &mut v.1 };
+                *n = n.saturating_sub(1);
+                if *v == (0, 0) {
+                    self.redirect_votes.remove(h);
+                }
+            }
+            dirt.redirect.insert(h.to_owned());
+        }
     }
 
-    /// PEM material of every bound Secret (and of `--default-certificate`), shared with the
-    /// previous translation while a Secret's bytes are unchanged.
-    fn secrets(&mut self, snapshot: &Snapshot) {
-        let mut material = BTreeMap::new();
-        let mut problems = Vec::new();
-        let kept = &self.secret_material;
-        let read = |key: &ObjectKey| -> Result<Arc<TlsSecret>, super::Reject> {
-            let (cert_pem, key_pem) = tls_secret(snapshot, key)?;
-            let same = kept
-                .get(key)
-                .filter(|m| m.cert_pem == cert_pem && m.key_pem == key_pem);
-            Ok(same.cloned().unwrap_or_else(|| {
-                Arc::new(TlsSecret {
-                    cert_pem: cert_pem.to_vec(),
-                    key_pem: key_pem.to_vec(),
-                })
-            }))
-        };
-        for binding in self.routes.tls.iter() {
-            if binding.secret.name.contains('/') {
-                continue;
+    /// Adds a served Ingress's TLS bindings and redirect votes.
+    fn add_tls(&mut self, out: &IngressOut, dirt: &mut TlsDirt) {
+        for h in out.tls_host_keys() {
+            let ages = self.tls_by_host.entry(h.to_owned()).or_default();
+            if let Err(i) = ages.binary_search(&out.age) {
+                ages.insert(i, out.age.clone());
             }
-            match read(&binding.secret) {
-                Ok(m) => {
-                    material.insert(binding.secret.clone(), m);
+            dirt.hosts.insert(h.to_owned());
+        }
+        for b in &out.tls {
+            *self
+                .secret_users
+                .entry(b.secret.clone())
+                .or_default()
+                .entry(b.ingress.clone())
+                .or_default() += 1;
+            dirt.secrets.insert(b.secret.clone());
+        }
+        for h in out.redirect_host_keys() {
+            let v = self.redirect_votes.entry(h.to_owned()).or_default();
+            if out.redirect_on {
+                v.0 += 1;
+            } else {
+                v.1 += 1;
+            }
+            dirt.redirect.insert(h.to_owned());
+        }
+    }
+
+    /// Rebuilds the TLS bindings of the hosts whose bindings changed (each host's Secrets in
+    /// age order), and the redirect of hosts whose votes changed: a host is redirected to
+    /// HTTPS when every Ingress deciding on it keeps the redirect on.
+    fn tls_hosts(&mut self, dirt: &TlsDirt, delta: &mut Delta) {
+        for h in &dirt.hosts {
+            let mut list = Vec::new();
+            for age in self.tls_by_host.get(h).into_iter().flatten() {
+                let Some(ing) = self.served.get(age) else {
+                    continue;
+                };
+                for b in ing.tls.iter().filter(|b| b.hosts.iter().any(|x| x == h)) {
+                    list.push(TlsHostBinding {
+                        secret: b.secret.clone(),
+                        ingress: b.ingress.clone(),
+                    });
                 }
-                Err((reason, detail)) => {
-                    let ingress = ObjectKey::new(
-                        binding.ingress.namespace.as_str(),
-                        binding.ingress.name.as_str(),
-                    );
-                    problems.push(ingress_problem(&ingress, reason, detail));
-                }
+            }
+            if self.tls_by_host.get(h).is_some_and(|a| a.is_empty()) {
+                self.tls_by_host.remove(h);
+            }
+            let old = if list.is_empty() {
+                self.routes.tls.remove(h.as_str())
+            } else {
+                self.routes.tls.insert(h.clone(), Arc::new(list.clone()))
+            };
+            if old.as_deref().map(Vec::as_slice) != Some(list.as_slice()).filter(|l| !l.is_empty())
+            {
+                delta.tls_hosts.insert(h.clone());
             }
         }
-        if let Some(key) = self
+        for h in &dirt.redirect {
+            let on = self
+                .redirect_votes
+                .get(h)
+                .is_some_and(|(on, off)| *on > 0 && *off == 0);
+            let was = if on {
+                self.routes.https_redirect_hosts.insert(h.clone()).is_some()
+            } else {
+                self.routes
+                    .https_redirect_hosts
+                    .remove(h.as_str())
+                    .is_some()
+            };
+            if on != was {
+                delta.https_hosts.insert(h.clone());
+            }
+        }
+    }
+
+    /// Reads the PEM material of the given Secrets again where they are bound (or are
+    /// `--default-certificate`); material of unchanged bytes stays shared with the last
+    /// translation. A Secret no longer bound is forgotten.
+    fn secrets(&mut self, snapshot: &Snapshot, keys: BTreeSet<ObjectKey>, delta: &mut Delta) {
+        let default = self
             .settings
             .default_certificate
             .as_ref()
-            .filter(|_| self.settings.tier.reads_secrets())
-        {
-            match read(key) {
-                Ok(m) => {
-                    material.insert(key.clone(), m);
+            .filter(|_| self.settings.tier.reads_secrets());
+        for key in keys {
+            let users = self.secret_users.get(&key);
+            let is_default = default == Some(&key);
+            // A cross-namespace reference is bound (so its hosts keep their last good
+            // certificate) but never read; the Ingress's own problem says why.
+            if (users.is_none() && !is_default) || key.name.contains('/') {
+                let removed = self.tls_secrets.remove(&key).is_some();
+                if removed || self.secret_problems.remove(&key).is_some() || users.is_some() {
+                    delta.secrets.insert(key);
                 }
-                Err((reason, detail)) => problems.push(Problem {
-                    kind: "Secret",
-                    namespace: key.namespace.clone(),
-                    name: key.name.clone(),
-                    reason,
-                    detail: format!("--default-certificate: {detail}"),
-                }),
+                continue;
+            }
+            delta.secrets.insert(key.clone());
+            match tls_secret(snapshot, &key) {
+                Ok((cert_pem, key_pem)) => {
+                    self.secret_problems.remove(&key);
+                    let same = self
+                        .tls_secrets
+                        .get(&key)
+                        .is_some_and(|m| m.cert_pem == cert_pem && m.key_pem == key_pem);
+                    if !same {
+                        let material = Arc::new(TlsSecret {
+                            cert_pem: cert_pem.to_vec(),
+                            key_pem: key_pem.to_vec(),
+                        });
+                        self.tls_secrets.insert(key, material);
+                    }
+                }
+                Err((reason, detail)) => {
+                    self.tls_secrets.remove(&key);
+                    let mut problems: Vec<Problem> = users
+                        .into_iter()
+                        .flat_map(|u| u.keys())
+                        .map(|i| {
+                            let ingress = ObjectKey::new(i.namespace.as_str(), i.name.as_str());
+                            ingress_problem(&ingress, reason, detail.clone())
+                        })
+                        .collect();
+                    if is_default {
+                        problems.push(Problem {
+                            kind: "Secret",
+                            namespace: key.namespace.clone(),
+                            name: key.name.clone(),
+                            reason,
+                            detail: format!("--default-certificate: {detail}"),
+                        });
+                    }
+                    self.secret_problems.insert(key, problems);
+                }
             }
         }
-        self.secret_material = material
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        self.tls_secrets = material.into_iter().collect();
-        self.secret_problems = problems;
     }
 
     fn translation(&self, snapshot: &Snapshot, delta: Option<Delta>) -> Translation {
@@ -614,7 +736,7 @@ impl Translator {
         }
         problems.extend(self.mismatched.values().cloned());
         problems.extend(self.default_backend_problems.iter().cloned());
-        problems.extend(self.secret_problems.iter().cloned());
+        problems.extend(self.secret_problems.values().flatten().cloned());
         problems.extend(self.backend_problems.values().flatten().cloned());
         Translation {
             routes: self.routes.clone(),

@@ -565,10 +565,9 @@ fn edge_resolves_tls_secrets_and_reports_bad_references() {
     assert_eq!(t.tls_secrets[&good].cert_pem, b"CERT");
     assert_eq!(t.tls_secrets.len(), 1);
     assert!(
-        t.routes
-            .tls
+        t.routes.tls["brand.example"]
             .iter()
-            .any(|b| b.hosts == ["brand.example"] && b.secret == good)
+            .any(|b| b.secret == good)
     );
     assert!(t.routes.https_redirect_hosts.contains("brand.example"));
     assert!(t.routes.https_redirect_hosts.contains("*.wild.example"));
@@ -909,6 +908,28 @@ mod incremental_equals_full {
         for h in a.known_hosts.iter().chain(b.known_hosts.iter()) {
             if a.known_hosts.contains(h) != b.known_hosts.contains(h) {
                 prop_assert!(delta.known_hosts.contains(h));
+            }
+        }
+        for h in a.tls.keys().chain(b.tls.keys()) {
+            if a.tls.get(h) != b.tls.get(h) {
+                prop_assert!(delta.tls_hosts.contains(h), "tls host {h} not in {delta:?}");
+            }
+        }
+        for h in a
+            .https_redirect_hosts
+            .iter()
+            .chain(b.https_redirect_hosts.iter())
+        {
+            if a.https_redirect_hosts.contains(h) != b.https_redirect_hosts.contains(h) {
+                prop_assert!(
+                    delta.https_hosts.contains(h),
+                    "https host {h} not in {delta:?}"
+                );
+            }
+        }
+        for k in prev.tls_secrets.keys().chain(now.tls_secrets.keys()) {
+            if prev.tls_secrets.get(k) != now.tls_secrets.get(k) {
+                prop_assert!(delta.secrets.contains(k), "secret {k} not in {delta:?}");
             }
         }
         for k in prev.endpoints.0.keys().chain(now.endpoints.0.keys()) {

@@ -230,8 +230,8 @@ fn strips_ports_from_hosts() {
 #[test]
 fn https_redirect_hosts_match_exact_and_one_label_wildcards() {
     let mut cfg = RoutingConfig::default();
-    Arc::make_mut(&mut cfg.https_redirect_hosts).insert("brand.example".into());
-    Arc::make_mut(&mut cfg.https_redirect_hosts).insert("*.wild.example".into());
+    cfg.https_redirect_hosts.insert("brand.example".into());
+    cfg.https_redirect_hosts.insert("*.wild.example".into());
     let t = table(&cfg);
     assert!(t.redirects_to_https("Brand.Example:80"));
     assert!(t.redirects_to_https("a.wild.example"));
