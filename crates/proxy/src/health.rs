@@ -4,13 +4,13 @@
 //! endpoints out of and back into rotation ([`Backend::record_probe`]); the pick never leaves a
 //! backend without endpoints (when all fail, all are used).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_sync::annotations::balance::HealthCheck;
-use k8s_sync::{BackendKey, RoutingConfig};
+use k8s_sync::{BackendKey, Route, RoutingConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::AbortHandle;
 
@@ -39,26 +39,93 @@ impl Running {
 /// The health check of every backend some route asks one for; when routes to one backend ask
 /// for different checks, the first route's (in host order) is used.
 pub fn wanted(config: &RoutingConfig) -> Vec<(BackendKey, HealthCheck)> {
-    let mut out: Vec<(BackendKey, HealthCheck)> = Vec::new();
-    let routes = config
-        .exact_hosts
-        .values()
-        .chain(config.wildcard_hosts.values())
-        .flat_map(|r| r.iter())
-        .chain(config.hostless.iter());
-    for r in routes {
-        let check = r
-            .policy
-            .as_deref()
-            .and_then(|p| p.balance.as_ref())
-            .and_then(|b| b.health_check.as_ref());
-        if let Some(check) = check
-            && !out.iter().any(|(k, _)| *k == r.backend)
-        {
-            out.push((r.backend.clone(), check.clone()));
+    let mut by_host = HealthByHost::default();
+    by_host.rebuild(config);
+    by_host.wanted()
+}
+
+/// Health checks the routes ask for, per host key in host order (exact hosts, wildcards, then
+/// the host-less rules), kept up to date host by host: most hosts ask for none.
+#[derive(Debug, Default)]
+pub struct HealthByHost(BTreeMap<(u8, String), Vec<(BackendKey, HealthCheck)>>);
+
+impl HealthByHost {
+    fn order(host_key: &str) -> (u8, String) {
+        match host_key {
+            "" => (2, String::new()),
+            h => match h.strip_prefix("*.") {
+                Some(suffix) => (1, suffix.to_owned()),
+                None => (0, h.to_owned()),
+            },
         }
     }
-    out
+
+    fn of(routes: &[Route]) -> Vec<(BackendKey, HealthCheck)> {
+        let mut out: Vec<(BackendKey, HealthCheck)> = Vec::new();
+        for r in routes {
+            let check = r
+                .policy
+                .as_deref()
+                .and_then(|p| p.balance.as_ref())
+                .and_then(|b| b.health_check.as_ref());
+            if let Some(check) = check
+                && !out.iter().any(|(k, _)| *k == r.backend)
+            {
+                out.push((r.backend.clone(), check.clone()));
+            }
+        }
+        out
+    }
+
+    fn put(&mut self, host_key: &str, routes: Option<&Arc<Vec<Route>>>) {
+        let checks = routes.map(|r| Self::of(r)).unwrap_or_default();
+        if checks.is_empty() {
+            self.0.remove(&Self::order(host_key));
+        } else {
+            self.0.insert(Self::order(host_key), checks);
+        }
+    }
+
+    /// Looks at every host.
+    pub fn rebuild(&mut self, config: &RoutingConfig) {
+        self.0.clear();
+        for (h, r) in config.exact_hosts.iter() {
+            self.put(h, Some(r));
+        }
+        for (suffix, r) in config.wildcard_hosts.iter() {
+            self.put(&format!("*.{suffix}"), Some(r));
+        }
+        self.put("", Some(&config.hostless));
+    }
+
+    /// Looks at the given host keys again (`""`: the host-less rules).
+    pub fn update<'a>(
+        &mut self,
+        config: &RoutingConfig,
+        hosts: impl IntoIterator<Item = &'a String>,
+    ) {
+        for h in hosts {
+            let routes = match h.as_str() {
+                "" => Some(&config.hostless),
+                h => match h.strip_prefix("*.") {
+                    Some(suffix) => config.wildcard_hosts.get(suffix),
+                    None => config.exact_hosts.get(h),
+                },
+            };
+            self.put(h, routes);
+        }
+    }
+
+    /// One check per backend, the first host's in host order.
+    pub fn wanted(&self) -> Vec<(BackendKey, HealthCheck)> {
+        let mut out: Vec<(BackendKey, HealthCheck)> = Vec::new();
+        for (key, check) in self.0.values().flatten() {
+            if !out.iter().any(|(k, _)| k == key) {
+                out.push((key.clone(), check.clone()));
+            }
+        }
+        out
+    }
 }
 
 impl HealthCheckers {

@@ -9,7 +9,7 @@ use arc_swap::ArcSwap;
 use k8s_sync::{ConfigSink, Delta, RoutingConfig, Tier, Translation};
 
 use crate::backend::BackendRegistry;
-use crate::health::{self, HealthCheckers};
+use crate::health::{HealthByHost, HealthCheckers};
 use crate::metrics::Metrics;
 use crate::route_table::RouteTable;
 
@@ -42,6 +42,8 @@ struct PublisherState {
     build_problems: Vec<k8s_sync::Problem>,
     /// Active health checks of the backends whose routes ask for them.
     checkers: HealthCheckers,
+    /// The health checks routes ask for, per host.
+    health_checks: HealthByHost,
 }
 
 /// The router's [`ConfigSink`].
@@ -65,6 +67,7 @@ impl RoutePublisher {
                 last_routes: None,
                 build_problems: Vec::new(),
                 checkers: HealthCheckers::default(),
+                health_checks: HealthByHost::default(),
             }),
             health,
         }
@@ -175,11 +178,17 @@ impl ConfigSink for RoutePublisher {
         });
         if table.is_some() {
             // Backends are only added or replaced along with routes.
-            let wanted = health::wanted(&translation.routes);
             let PublisherState {
-                checkers, backends, ..
+                checkers,
+                backends,
+                health_checks,
+                ..
             } = &mut *state;
-            checkers.sync(wanted, backends);
+            match delta {
+                Some(d) => health_checks.update(&translation.routes, &d.route_hosts),
+                None => health_checks.rebuild(&translation.routes),
+            }
+            checkers.sync(health_checks.wanted(), backends);
         }
         self.record(&translation, delta, &state.backends, &state.build_problems);
         match table {
