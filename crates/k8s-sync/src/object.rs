@@ -1,11 +1,15 @@
 //! The object kinds tandem reads, and the snapshot of them a source keeps.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
+use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Endpoints, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use crate::config::TlsSecret;
 use serde_json::Value;
 
 /// `namespace/name`; cluster-scoped objects have an empty namespace.
@@ -210,10 +214,42 @@ pub struct Snapshot {
     pub services: BTreeMap<ObjectKey, Service>,
     pub endpoint_slices: BTreeMap<ObjectKey, EndpointSlice>,
     pub endpoints: BTreeMap<ObjectKey, Endpoints>,
+    /// Secrets, without the `tls.crt` / `tls.key` bytes when they had both: those are moved
+    /// into `tls_material`, shared from there by every translation, never copied.
     pub secrets: BTreeMap<ObjectKey, Secret>,
+    tls_material: BTreeMap<ObjectKey, Arc<TlsSecret>>,
     /// Which snapshot this is: a translator that last saw another one starts from scratch.
     id: u64,
     changes: Changes,
+}
+
+const TLS_CRT: &str = "tls.crt";
+const TLS_KEY: &str = "tls.key";
+
+/// Moves a Secret's `tls.crt` and `tls.key` out of it when it has both, non-empty (from `data`,
+/// else `stringData`, field by field).
+fn take_tls_material(secret: &mut Secret) -> Option<Arc<TlsSecret>> {
+    fn in_data(secret: &Secret, name: &str) -> Option<bool> {
+        let data = secret.data.as_ref().and_then(|d| d.get(name));
+        if data.is_some_and(|b| !b.0.is_empty()) {
+            return Some(true);
+        }
+        let string = secret.string_data.as_ref().and_then(|d| d.get(name));
+        string.is_some_and(|s| !s.is_empty()).then_some(false)
+    }
+    let (crt_in_data, key_in_data) = (in_data(secret, TLS_CRT)?, in_data(secret, TLS_KEY)?);
+    let mut take = |name: &str, in_data: bool| -> Vec<u8> {
+        if in_data {
+            let data = secret.data.as_mut().and_then(|d| d.remove(name));
+            data.map(|b| b.0).unwrap_or_default()
+        } else {
+            let string = secret.string_data.as_mut().and_then(|d| d.remove(name));
+            string.map(String::into_bytes).unwrap_or_default()
+        }
+    };
+    let cert_pem = take(TLS_CRT, crt_in_data);
+    let key_pem = take(TLS_KEY, key_in_data);
+    Some(Arc::new(TlsSecret { cert_pem, key_pem }))
 }
 
 /// What changed in a snapshot, by kind and key.
@@ -282,6 +318,7 @@ impl Default for Snapshot {
             endpoint_slices: BTreeMap::new(),
             endpoints: BTreeMap::new(),
             secrets: BTreeMap::new(),
+            tls_material: BTreeMap::new(),
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             changes: Changes {
                 all_ingresses: true,
@@ -321,7 +358,13 @@ impl Snapshot {
             Object::Service(o) => put(&mut self.services, key, *o),
             Object::EndpointSlice(o) => put(&mut self.endpoint_slices, key, *o),
             Object::Endpoints(o) => put(&mut self.endpoints, key, *o),
-            Object::Secret(o) => put(&mut self.secrets, key, *o),
+            Object::Secret(o) => {
+                if self.secrets.contains_key(&key) {
+                    return false;
+                }
+                self.store_secret(key, *o);
+                true
+            }
         }
     }
 
@@ -335,7 +378,7 @@ impl Snapshot {
             Object::Service(o) => drop(self.services.insert(key, *o)),
             Object::EndpointSlice(o) => drop(self.endpoint_slices.insert(key, *o)),
             Object::Endpoints(o) => drop(self.endpoints.insert(key, *o)),
-            Object::Secret(o) => drop(self.secrets.insert(key, *o)),
+            Object::Secret(o) => self.store_secret(key, *o),
         }
     }
 
@@ -348,7 +391,12 @@ impl Snapshot {
             Object::Service(o) => self.services.get(&key) == Some(&**o),
             Object::EndpointSlice(o) => self.endpoint_slices.get(&key) == Some(&**o),
             Object::Endpoints(o) => self.endpoints.get(&key) == Some(&**o),
-            Object::Secret(o) => self.secrets.get(&key) == Some(&**o),
+            Object::Secret(o) => {
+                let mut secret = (**o).clone();
+                let material = take_tls_material(&mut secret);
+                self.secrets.get(&key) == Some(&secret)
+                    && self.tls_material.get(&key).map(|m| &**m) == material.as_deref()
+            }
         }
     }
 
@@ -376,10 +424,17 @@ impl Snapshot {
                 .endpoints
                 .remove(key)
                 .map(|o| Object::Endpoints(Box::new(o))),
-            Kind::Secret => self
-                .secrets
-                .remove(key)
-                .map(|o| Object::Secret(Box::new(o))),
+            Kind::Secret => {
+                let material = self.tls_material.remove(key);
+                self.secrets.remove(key).map(|mut o| {
+                    if let Some(m) = material {
+                        let data = o.data.get_or_insert_with(Default::default);
+                        data.insert(TLS_CRT.to_owned(), ByteString(m.cert_pem.clone()));
+                        data.insert(TLS_KEY.to_owned(), ByteString(m.key_pem.clone()));
+                    }
+                    Object::Secret(Box::new(o))
+                })
+            }
         }
     }
 
@@ -392,7 +447,10 @@ impl Snapshot {
             Kind::Service => self.services.remove(key).is_some(),
             Kind::EndpointSlice => self.endpoint_slices.remove(key).is_some(),
             Kind::Endpoints => self.endpoints.remove(key).is_some(),
-            Kind::Secret => self.secrets.remove(key).is_some(),
+            Kind::Secret => {
+                self.tls_material.remove(key);
+                self.secrets.remove(key).is_some()
+            }
         }
     }
 
@@ -405,11 +463,27 @@ impl Snapshot {
             Kind::Service => self.services.clear(),
             Kind::EndpointSlice => self.endpoint_slices.clear(),
             Kind::Endpoints => self.endpoints.clear(),
-            Kind::Secret => self.secrets.clear(),
+            Kind::Secret => {
+                self.secrets.clear();
+                self.tls_material.clear();
+            }
         }
         for o in objects {
             self.upsert(o);
         }
+    }
+
+    fn store_secret(&mut self, key: ObjectKey, mut secret: Secret) {
+        match take_tls_material(&mut secret) {
+            Some(m) => self.tls_material.insert(key.clone(), m),
+            None => self.tls_material.remove(&key),
+        };
+        self.secrets.insert(key, secret);
+    }
+
+    /// The `tls.crt` / `tls.key` bytes of a Secret that has both.
+    pub(crate) fn tls_material(&self, key: &ObjectKey) -> Option<&Arc<TlsSecret>> {
+        self.tls_material.get(key)
     }
 
     /// Object counts by kind, for logs and metrics.
@@ -443,6 +517,35 @@ mod tests {
         }))
         .unwrap();
         assert!(none.is_empty());
+    }
+
+    #[test]
+    fn tls_secret_bytes_are_kept_once_and_handed_back_whole() {
+        let doc = json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+            "metadata": {"name": "s", "namespace": "n"},
+            "data": {"tls.crt": "Q0VSVA==", "other": "eA=="}, "stringData": {"tls.key": "KEY"}});
+        let obj = Object::from_manifest(doc).unwrap().remove(0);
+        let key = ObjectKey::new("n", "s");
+        let mut snap = Snapshot::default();
+        snap.upsert(obj.clone());
+        let m = snap.tls_material(&key).expect("material");
+        assert_eq!(
+            (m.cert_pem.as_slice(), m.key_pem.as_slice()),
+            (&b"CERT"[..], &b"KEY"[..])
+        );
+        // The object keeps everything else, and no second copy of the PEM bytes.
+        let stored = &snap.secrets[&key];
+        assert!(stored.data.as_ref().unwrap().contains_key("other"));
+        assert!(!stored.data.as_ref().unwrap().contains_key("tls.crt"));
+        assert!(snap.holds(&obj), "the same Secret is recognised");
+        // Taken out, it is whole again (PEM back in `data`).
+        let Some(Object::Secret(back)) = snap.take(Kind::Secret, &key) else {
+            panic!("taken");
+        };
+        assert_eq!(back.data.as_ref().unwrap()["tls.key"].0, b"KEY");
+        assert!(snap.tls_material(&key).is_none());
+        snap.upsert(Object::Secret(back));
+        assert!(snap.holds(&obj) || snap.tls_material(&key).is_some());
     }
 
     #[test]

@@ -449,10 +449,7 @@ pub(crate) fn hosts_named(ing: &Ingress) -> BTreeSet<String> {
 /// Reads a `kubernetes.io/tls` Secret's PEM material (`data`, or `stringData` as hand-written
 /// manifests carry it).
 /// (`tls.crt`, `tls.key`), borrowed from the snapshot: copied only when they changed.
-pub(crate) fn tls_secret<'a>(
-    snapshot: &'a Snapshot,
-    key: &ObjectKey,
-) -> Result<(&'a [u8], &'a [u8]), Reject> {
+pub(crate) fn tls_secret(snapshot: &Snapshot, key: &ObjectKey) -> Result<Arc<TlsSecret>, Reject> {
     let Some(secret) = snapshot.secrets.get(key) else {
         return Err((
             ProblemReason::SecretNotFound,
@@ -467,28 +464,12 @@ pub(crate) fn tls_secret<'a>(
             format!("Secret {key} is of type {t}, not kubernetes.io/tls"),
         ));
     }
-    let field = |name: &str| -> Option<&'a [u8]> {
-        secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(name))
-            .map(|b| b.0.as_slice())
-            .or_else(|| {
-                secret
-                    .string_data
-                    .as_ref()
-                    .and_then(|d| d.get(name))
-                    .map(|s| s.as_bytes())
-            })
-            .filter(|b| !b.is_empty())
-    };
-    match (field("tls.crt"), field("tls.key")) {
-        (Some(cert_pem), Some(key_pem)) => Ok((cert_pem, key_pem)),
-        _ => Err((
+    snapshot.tls_material(key).cloned().ok_or_else(|| {
+        (
             ProblemReason::SecretInvalid,
             format!("Secret {key} lacks tls.crt or tls.key"),
-        )),
-    }
+        )
+    })
 }
 
 /// The class an Ingress asks for: `spec.ingressClassName`, else the legacy annotation.

@@ -685,17 +685,15 @@ impl Translator {
             }
             delta.secrets.insert(key.clone());
             match tls_secret(snapshot, &key) {
-                Ok((cert_pem, key_pem)) => {
+                Ok(material) => {
                     self.secret_problems.remove(&key);
+                    // Shared with the snapshot; the last one is kept while the bytes are the
+                    // same, so the edge can tell an unchanged certificate by pointer.
                     let same = self
                         .tls_secrets
                         .get(&key)
-                        .is_some_and(|m| m.cert_pem == cert_pem && m.key_pem == key_pem);
+                        .is_some_and(|m| Arc::ptr_eq(m, &material) || **m == *material);
                     if !same {
-                        let material = Arc::new(TlsSecret {
-                            cert_pem: cert_pem.to_vec(),
-                            key_pem: key_pem.to_vec(),
-                        });
                         self.tls_secrets.insert(key, material);
                     }
                 }
