@@ -5,6 +5,7 @@
   parse.py h2load RAW BENCH CONFIG RUN REQLOG      -> one TSV line
   parse.py summary RESULTS.tsv                     -> markdown (medians, spread, ratios)
   parse.py scale SCALE.tsv                         -> markdown table of bench/scale.sh
+  parse.py changes CHANGES.tsv                     -> markdown tables of bench/changes.py
   parse.py cpu RAW CONFIG RUN UTIME STIME CLK_TCK DURATION CPU1_BUSY CPU0_BUSY LOAD0 LOAD1
            MAX_FOREIGN PARTS                       -> one cpu.tsv line (bench/cpu.sh)
   parse.py cpusummary CPU.tsv                      -> markdown: CPU us per request, ratios
@@ -163,6 +164,104 @@ def scale_summary(path):
             ratio = f", ×{med / bmed:.1f} vs {base}" if n != base and bmed > 0 else ""
             cells.append(f"{med:,.0f}{rng}{ratio}")
         print(f"| {n} | " + " | ".join(cells) + " |")
+
+
+# bench/changes.py: change kinds in table order, and the target of issue #10 (p99, ms).
+CHANGE_KINDS = ["add", "update", "delete", "endpoint", "rotate", "update-inplace"]
+CHANGE_P99_TARGET = 30.0
+
+
+def nearest_rank(sorted_vals, p):
+    """Nearest-rank percentile of an ascending list (p99 of 100 values is the 99th)."""
+    if not sorted_vals:
+        return float("nan")
+    k = max(0, min(len(sorted_vals) - 1, -(-p * len(sorted_vals) // 100) - 1))
+    return sorted_vals[int(k)]
+
+
+def changes_summary(path):
+    """Tables of bench/changes.py: latency per (source, tier, kind) x size, RSS after load, soak.
+    Timed-out changes (-1) count as infinitely slow in the percentiles."""
+    lat, one, soak = {}, {}, {}
+    for line in open(path):
+        if not line.strip():
+            continue
+        source, tier, size, metric, run, value = line.rstrip("\n").split("\t")
+        size, value = int(size), float(value)
+        if metric in ("soak_rss_kb", "soak_rebuilds"):
+            soak.setdefault((source, tier, size), {}).setdefault(metric, []).append((int(run), value))
+        elif metric.endswith("_ms") and metric[:-3] in CHANGE_KINDS:
+            lat.setdefault((source, tier, metric[:-3]), {}).setdefault(size, []).append(value)
+        else:
+            one[(source, tier, size, metric)] = value
+    sizes = sorted({s for d in lat.values() for s in d})
+    out = []
+    if lat:
+        out += [f"Change → served, ms: p50 / p99 / max (n changes; **bold** p99 > {CHANGE_P99_TARGET:.0f} ms)", "",
+                "| source | tier | change | " + " | ".join(f"{s:,} Ingresses" for s in sizes) + " |",
+                "|---|---|---|" + "---|" * len(sizes)]
+        order = sorted(lat, key=lambda k: (k[0] != "manifests", k[1] != "router", CHANGE_KINDS.index(k[2])))
+        for source, tier, kind in order:
+            cells = []
+            for s in sizes:
+                vals = lat[(source, tier, kind)].get(s)
+                if not vals:
+                    cells.append("–")
+                    continue
+                timeouts = sum(1 for v in vals if v < 0)
+                v = sorted(float("inf") if x < 0 else x for x in vals)
+
+                def f(x):
+                    return "timeout" if x == float("inf") else f"{x:.1f}"
+
+                p99 = nearest_rank(v, 99)
+                p99s = f"**{f(p99)}**" if p99 > CHANGE_P99_TARGET else f(p99)
+                extra = f", {timeouts} timed out" if timeouts else ""
+                cells.append(f"{f(nearest_rank(v, 50))} / {p99s} / {f(v[-1])} (n={len(v)}{extra})")
+            label = kind + (" (in place: settles 100 ms by design)" if kind == "update-inplace" else "")
+            out.append(f"| {source} | {tier} | {label} | " + " | ".join(cells) + " |")
+        out.append("")
+    loads = sorted({(k[0], k[2]) for k in one if k[3].endswith("rss_kb_loaded")},
+                   key=lambda k: (k[0] != "manifests", k[1]))
+    if loads:
+        out += ["RSS (MiB) after load (and after the changes above), ready time after start (s)", "",
+                "| source | Ingresses per tier | certificates | router ready | router RSS | edge ready | edge RSS |",
+                "|---|---|---|---|---|---|---|"]
+        for source, size in loads:
+            def get(tier, metric):
+                return one.get((source, tier, size, metric), one.get((source, tier, size, "soak_" + metric)))
+
+            def rss(tier):
+                a, b = get(tier, "rss_kb_loaded"), one.get((source, tier, size, "rss_kb_after"))
+                if a is None:
+                    return "–"
+                return f"{a / 1024:.1f}" + (f" → {b / 1024:.1f}" if b is not None else "")
+
+            def ready(tier):
+                r = get(tier, "ready_ms")
+                return "–" if r is None else f"{r / 1000:.1f}"
+
+            certs = get("edge", "certs")
+            soak_only = (source, "router", size, "rss_kb_loaded") not in one and \
+                (source, "edge", size, "rss_kb_loaded") not in one
+            out.append(f"| {source} | {size:,}{' (soak)' if soak_only else ''} | {'–' if certs is None else f'{certs:,.0f}'} | {ready('router')} | "
+                       f"{rss('router')} | {ready('edge')} | {rss('edge')} |")
+        out.append("")
+    if soak:
+        out += ["Soak: RSS (MiB) sampled every 1,000 changes (router add/delete, edge add/delete, Secret "
+                "rotation, in turn); rebuilds = tandem_config_rebuilds_total over the soak", "",
+                "| source | tier | hosts | changes | rebuilds | RSS start | end | max | end − start |",
+                "|---|---|---|---|---|---|---|---|---|"]
+        for (source, tier, size), m in sorted(soak.items(), key=lambda kv: (kv[0][0] != "manifests", kv[0][1] != "router")):
+            rss = [v for _, v in sorted(m.get("soak_rss_kb", []))]
+            reb = sorted(m.get("soak_rebuilds", []))
+            changes = max(r for r, _ in m["soak_rss_kb"])
+            if not rss:
+                continue
+            out.append(f"| {source} | {tier} | {size:,} | {changes:,} | {reb[-1][1]:.0f} | {rss[0] / 1024:.1f} | "
+                       f"{rss[-1] / 1024:.1f} | {max(rss) / 1024:.1f} | {(rss[-1] - rss[0]) / 1024:+.1f} |")
+        out.append("")
+    print("\n".join(out))
 
 
 def wrk_requests(raw):
@@ -387,6 +486,8 @@ def main():
         print(fmt_line(bench, config, run, "h2load", parse_h2load(raw, reqlog), raw))
     elif kind == "scale":
         scale_summary(sys.argv[2])
+    elif kind == "changes":
+        changes_summary(sys.argv[2])
     elif kind == "cpu":
         print(cpu_line(sys.argv[2:15]))
     elif kind == "perf":

@@ -2,8 +2,11 @@
 # Runs every tandem benchmark and writes bench/results/<UTC timestamp>/{results.tsv,scale.tsv,
 # summary.md,machine.txt,raw/}. Loopback only; every load run is bounded (wrk -d, h2load -D).
 #
-#   bench/run.sh                 everything (~16 min: proxy ~3.5, tiers ~3.5, scale ~1, cpu ~8, plus the build)
-#   bench/run.sh proxy tiers     only some parts (proxy | tiers | scale | cpu)
+#   bench/run.sh                 everything but changes (~16 min: proxy ~3.5, tiers ~3.5, scale ~1, cpu ~8,
+#                                plus the build)
+#   bench/run.sh proxy tiers     only some parts (proxy | tiers | scale | cpu | changes)
+#   bench/run.sh changes         change -> served latency and RSS under churn, both config sources
+#                                (~10 min; knobs CHANGE_*: see bench/changes.py)
 #
 # Knobs (environment): RUNS=3 DURATION=10 WRK_THREADS=2 WRK_CONNS=64 H2_CONNS=32 H2_STREAMS=4
 # SCALE_SIZES="10 1000 5000" BENCH_PORT_BASE=39000 BENCH_NO_BUILD=1 (use existing binaries);
@@ -35,6 +38,7 @@ mkdir -p "$RESULTS/raw"
   echo "nginx: $(nginx -v 2>&1)"
   echo "haproxy: $(haproxy -v 2>&1 | head -1)"
   echo "knobs: RUNS=$RUNS DURATION=$DURATION WRK_THREADS=$WRK_THREADS WRK_CONNS=$WRK_CONNS H2_CONNS=$H2_CONNS H2_STREAMS=$H2_STREAMS"
+  echo "change knobs (defaults where unset): $(env | grep '^CHANGE_' | sort | tr '\n' ' ')"
 } >"$RESULTS/machine.txt"
 cat "$RESULTS/machine.txt" >&2
 
@@ -51,6 +55,7 @@ echo "load after: $(cut -d' ' -f1-3 /proc/loadavg); wall: $((SECONDS - start_s))
   [[ -s "$RESULTS/results.tsv" ]] && python3 bench/parse.py summary "$RESULTS/results.tsv"
   if [[ -s "$RESULTS/cpu.tsv" ]]; then echo "### CPU per request"; echo; python3 bench/parse.py cpusummary "$RESULTS/cpu.tsv"; echo; fi
   if [[ -s "$RESULTS/scale.tsv" ]]; then echo "### scale"; echo; python3 bench/parse.py scale "$RESULTS/scale.tsv"; fi
+  if [[ -s "$RESULTS/changes.tsv" ]]; then echo "### changes"; echo; python3 bench/parse.py changes "$RESULTS/changes.tsv"; fi
 } >"$RESULTS/summary.md"
 cat "$RESULTS/summary.md"
 echo "results: $RESULTS" >&2
