@@ -14,9 +14,9 @@ bench/.cache/certs/). Then, per tier, CHANGE_N changes of each kind, one at a ti
   endpoint  the EndpointSlice of ep-svc moves from 127.0.0.1:P to 127.0.0.2:P (and back)
                                                        -> 200 from the new pod (x-served-by)
   rotate    (edge) a TLS Secret gets another certificate -> a new handshake (SNI) presents it
-  update-inplace  (manifests only) `update` with the file rewritten in place instead of
-            renamed in: such files are read once unchanged for 100 ms (a safety feature), so
-            this row measures that settle time on purpose.
+  update-inplace  (manifests only) `update` with the file rewritten in place (truncate, write,
+            close) instead of renamed in. The manifest source may hold such a file back until it
+            has settled (100 ms unchanged) so it is never read half-written: its own row.
 
 A manifest change is a file written aside (a staging directory on the same file system) and
 renamed in; a delete is an unlink. An API change is a PUT/POST/DELETE to the fake over HTTP.
@@ -124,10 +124,13 @@ def spawn(name: str, argv: list[str], log_dir: Path, env: dict | None = None) ->
 
 def stop(p: Process, grace: float = 5.0) -> None:
     """SIGINT (pingora's fast shutdown; SIGTERM would drain), then SIGKILL after ``grace``."""
+    t0 = time.monotonic()
     p.signal(signal.SIGINT)
     if p.wait_exit(grace) is None:
         log(f"{p.name} did not stop on SIGINT within {grace:.0f}s; killing it")
     p.kill()
+    if time.monotonic() - t0 > 1:
+        log(f"stopping {p.name} took {time.monotonic() - t0:.1f}s")
     if p in PROCS:
         PROCS.remove(p)
 
@@ -685,14 +688,16 @@ def run_size(source: str, n: int, certs: list, out: Tsv) -> None:
                 lats, timeouts = measure_kind(st, tier, kind, out, procs[tier])
                 short = " (budget reached)" if kind != "delete" and len(lats) + timeouts < N_CHANGES else ""
                 log(f"{source} {tier} n={n} {kind}: {fmt_lat(lats, timeouts)} "
-                    f"[{time.monotonic() - t0:.0f}s]{short}")
+                    f"[{time.monotonic() - t0:.0f}s, load {os.getloadavg()[0]:.1f}]{short}")
         for tier, p in procs.items():
             if not p.alive():
                 raise RuntimeError(f"{tier} died\n{p.describe()}")
             out.row(source, tier, n, "rss_kb_after", 1, rss_kib(p.pid)["VmRSS"])
     finally:
         stop_all_but_fake(src)
+        t0 = time.monotonic()
         shutil.rmtree(work, ignore_errors=True)
+        log(f"cleaned up {work} in {time.monotonic() - t0:.1f}s")
 
 
 def stop_all_but_fake(src) -> None:
@@ -769,7 +774,9 @@ def run_soak(source: str, certs: list, out: Tsv) -> None:
                 raise RuntimeError(f"{t} died during the soak\n{p.describe()}")
     finally:
         stop_all_but_fake(src)
+        t0 = time.monotonic()
         shutil.rmtree(work, ignore_errors=True)
+        log(f"cleaned up {work} in {time.monotonic() - t0:.1f}s")
 
 
 def main() -> int:
@@ -811,6 +818,8 @@ def _terminate(signum, _frame):
 
 
 if __name__ == "__main__":
+    # also when started with SIGINT ignored (a background job of a script): stop what we started
+    signal.signal(signal.SIGINT, _terminate)
     signal.signal(signal.SIGTERM, _terminate)
     try:
         sys.exit(main())

@@ -218,7 +218,7 @@ def changes_summary(path):
                 p99s = f"**{f(p99)}**" if p99 > CHANGE_P99_TARGET else f(p99)
                 extra = f", {timeouts} timed out" if timeouts else ""
                 cells.append(f"{f(nearest_rank(v, 50))} / {p99s} / {f(v[-1])} (n={len(v)}{extra})")
-            label = kind + (" (in place: settles 100 ms by design)" if kind == "update-inplace" else "")
+            label = kind + (" (file rewritten in place, not renamed in)" if kind == "update-inplace" else "")
             out.append(f"| {source} | {tier} | {label} | " + " | ".join(cells) + " |")
         out.append("")
     loads = sorted({(k[0], k[2]) for k in one if k[3].endswith("rss_kb_loaded")},
