@@ -215,7 +215,7 @@ impl ManifestDir {
     }
 
     /// Looks at the given paths only (each changed, by a file event): `complete` ones were
-    /// closed after writing or moved in, so they are read without waiting to settle. Returns
+    /// moved in (written aside, then renamed), so they are read without waiting to settle. Returns
     /// `None` when a path is not a plain manifest file directly in the directory, nor one
     /// already known: then only a whole walk gives the right answer.
     pub fn rescan_paths<'a>(

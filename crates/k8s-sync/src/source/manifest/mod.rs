@@ -42,7 +42,7 @@ const SETTLE_TICK: Duration = Duration::from_millis(25);
 /// Paths file events named since the last look, and whether a whole walk is needed.
 #[derive(Debug, Default)]
 struct Pending {
-    /// Path → whether an event said it is complete (closed after writing, or moved in).
+    /// Path → whether an event said it is complete (moved in: written aside, then renamed).
     paths: HashMap<PathBuf, bool>,
     walk: bool,
 }
@@ -59,8 +59,10 @@ impl Pending {
             }
         };
         let complete = match event.kind {
+            // A file closed after writing may still be one of several writes in place (a
+            // truncate, then the content): it settles like any other change.
+            K::Access(AccessKind::Close(AccessMode::Write)) => false,
             // Our own reads, and other readers.
-            K::Access(AccessKind::Close(AccessMode::Write)) => true,
             K::Access(_) => return,
             K::Modify(ModifyKind::Name(RenameMode::To)) => true,
             K::Modify(ModifyKind::Name(RenameMode::Both)) => {
@@ -89,7 +91,8 @@ impl Pending {
 /// Watches a manifest directory until the task is dropped. Fails only if the directory cannot be
 /// read at start; later read errors are logged and the last good config keeps serving.
 ///
-/// A file event is answered by looking at the paths it names only; a whole walk of the
+/// A file event is answered by looking at the paths it names only (a file renamed in is read
+/// at once, one written in place once it has settled); a whole walk of the
 /// directory (on a blocking thread) runs every [`POLL`] and whenever an event cannot be
 /// answered path by path (a directory, a hidden entry such as a ConfigMap volume's `..data`
 /// swap, an overflowed event queue). So a change costs the same however many files there are.
