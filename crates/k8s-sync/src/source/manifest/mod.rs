@@ -166,7 +166,10 @@ pub async fn run_manifest_sync(
                 next_walk = Instant::now() + POLL;
                 match done {
                     Ok(Ok(walked)) => {
+                        let applying = Instant::now();
                         let rescan = source.apply_walk(walked);
+                        tracing::debug!(took_us = applying.elapsed().as_micros() as u64,
+                            changed = rescan.changed, "directory walk applied");
                         feed.apply(&mut source, rescan, false);
                     }
                     Ok(Err(e)) => tracing::error!(dir = %dir.display(), error = %e,
