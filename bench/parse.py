@@ -476,6 +476,65 @@ def perf_summary(config, cpu_us, report, top):
     print("\n".join(out) + "\n")
 
 
+# tls.tsv (bench/tls.sh): server, load, run, count (connections or requests), full and resumed
+# handshakes seen by s_time, utime and stime ticks, CLK_TCK, CPU µs per connection/request, raw.
+TLS_COLS = ["server", "load", "run", "count", "full", "resumed", "utime", "stime", "clk", "us", "raw"]
+TLS_LOAD_NAMES = {"new13": "new connection, full handshake, TLS 1.3",
+                  "new12": "new connection, full handshake, TLS 1.2",
+                  "resumed13": "new connection, resumed (ticket), TLS 1.3",
+                  "resumed12": "new connection, resumed (ticket), TLS 1.2",
+                  "keepalive": "keep-alive request (wrk; -c32, -c1 under callgrind)",
+                  "plain": "keep-alive request, plain HTTP (same process)"}
+
+
+def tls_summary(results):
+    """Medians per server and load: CPU µs per connection (s_time loads) or per request
+    (keepalive), and, with TLS_CALLGRIND=1, instructions per connection/request."""
+    rows, cg = [], {}
+    tsv, cgtsv = os.path.join(results, "tls.tsv"), os.path.join(results, "tls-callgrind.tsv")
+    if os.path.exists(tsv):
+        rows = [dict(zip(TLS_COLS, l.rstrip("\n").split("\t"))) for l in open(tsv) if l.strip()]
+    if os.path.exists(cgtsv):
+        for l in open(cgtsv):
+            f = l.rstrip("\n").split("\t")
+            if len(f) >= 7:
+                cg[(f[0], f[1])] = (int(f[2]), int(f[3]), int(f[4]), int(f[6]))
+    servers, loads, by = [], [], {}
+    for r in rows:
+        servers += [r["server"]] if r["server"] not in servers else []
+        loads += [r["load"]] if r["load"] not in loads else []
+        by.setdefault((r["server"], r["load"]), []).append(r)
+    for s, l in cg:
+        servers += [s] if s not in servers else []
+        loads += [l] if l not in loads else []
+    print("| load | server | CPU µs per conn/req, median (min–max) | conn or req per run | resumed share "
+          "| instructions per conn/req (callgrind) |")
+    print("|---|---|---|---|---|---|")
+    med = {}
+    for l in loads:
+        for s in servers:
+            rs = by.get((s, l), [])
+            us = [float(r["us"]) for r in rs]
+            cell = "–"
+            if us:
+                med[(s, l)] = statistics.median(us)
+                cell = f"**{med[(s, l)]:.1f}** ({min(us):.1f}–{max(us):.1f})"
+            count = statistics.median([int(r["count"]) for r in rs]) if rs else 0
+            res = [int(r["resumed"]) / max(1, int(r["full"]) + int(r["resumed"])) for r in rs if l not in ("keepalive", "plain")]
+            share = f"{statistics.median(res) * 100:.0f} %" if res else "–"
+            ins = f"{cg[(s, l)][3] / 1e3:,.0f} k" if (s, l) in cg else "–"
+            print(f"| {TLS_LOAD_NAMES.get(l, l)} | {s} | {cell} | {count:,.0f} | {share} | {ins} |")
+    print()
+    print("| load | ratio | CPU (medians) | instructions |")
+    print("|---|---|---|---|")
+    for l in loads:
+        for a, b in (("edge-ring", "nginx"), ("edge-aws", "nginx"), ("edge-aws", "edge-ring")):
+            c = f"{med[(a, l)] / med[(b, l)]:.2f}" if (a, l) in med and (b, l) in med and med[(b, l)] else "–"
+            i = f"{cg[(a, l)][3] / cg[(b, l)][3]:.2f}" if (a, l) in cg and (b, l) in cg and cg[(b, l)][3] else "–"
+            if c != "–" or i != "–":
+                print(f"| {TLS_LOAD_NAMES.get(l, l)} | {a} / {b} | {c} | {i} |")
+
+
 def main():
     kind = sys.argv[1]
     if kind == "wrk":
@@ -496,6 +555,8 @@ def main():
         perf_phases(*sys.argv[2:5])
     elif kind == "cpusummary":
         cpu_summary(sys.argv[2])
+    elif kind == "tlssummary":
+        tls_summary(sys.argv[2])
     elif kind == "summary":
         summary(sys.argv[2])
     else:

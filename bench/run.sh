@@ -2,22 +2,23 @@
 # Runs every tandem benchmark and writes bench/results/<UTC timestamp>/{results.tsv,scale.tsv,
 # summary.md,machine.txt,raw/}. Loopback only; every load run is bounded (wrk -d, h2load -D).
 #
-#   bench/run.sh                 everything but changes (~16 min: proxy ~3.5, tiers ~3.5, scale ~1, cpu ~8,
-#                                plus the build)
-#   bench/run.sh proxy tiers     only some parts (proxy | tiers | scale | cpu | changes)
+#   bench/run.sh                 everything but changes (~26 min: proxy ~3.5, tiers ~3.5, scale ~1, cpu ~8,
+#                                tls ~10, plus the build)
+#   bench/run.sh proxy tiers     only some parts (proxy | tiers | scale | cpu | tls | changes)
 #   bench/run.sh changes         change -> served latency and RSS under churn, both config sources
 #                                (~10 min; knobs CHANGE_*: see bench/changes.py)
 #
 # Knobs (environment): RUNS=3 DURATION=10 WRK_THREADS=2 WRK_CONNS=64 H2_CONNS=32 H2_STREAMS=4
 # SCALE_SIZES="10 1000 5000" BENCH_PORT_BASE=39000 BENCH_NO_BUILD=1 (use existing binaries);
-# cpu part: CPU_WRK_THREADS=1 CPU_WRK_CONNS=32 CPU_MAX_FOREIGN=0.4 CPU_CONFIGS="..." (bench/cpu.sh).
+# cpu part: CPU_WRK_THREADS=1 CPU_WRK_CONNS=32 CPU_MAX_FOREIGN=0.4 CPU_CONFIGS="..." (bench/cpu.sh);
+# tls part: TLS_SERVERS TLS_LOADS TLS_AWS_BIN TLS_CALLGRIND=1 TLS_CG_SECONDS (bench/tls.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
 export RUNS="${RUNS:-3}" DURATION="${DURATION:-10}" WRK_THREADS="${WRK_THREADS:-2}"
 export WRK_CONNS="${WRK_CONNS:-64}" H2_CONNS="${H2_CONNS:-32}" H2_STREAMS="${H2_STREAMS:-4}"
 export BENCH_PORT_BASE="${BENCH_PORT_BASE:-39000}"
-parts=("$@"); ((${#parts[@]})) || parts=(proxy tiers scale cpu)
+parts=("$@"); ((${#parts[@]})) || parts=(proxy tiers scale cpu tls)
 
 bench_install_tools
 bench_build
@@ -54,6 +55,7 @@ echo "load after: $(cut -d' ' -f1-3 /proc/loadavg); wall: $((SECONDS - start_s))
   sed 's/^/    /' "$RESULTS/machine.txt"; echo
   [[ -s "$RESULTS/results.tsv" ]] && python3 bench/parse.py summary "$RESULTS/results.tsv"
   if [[ -s "$RESULTS/cpu.tsv" ]]; then echo "### CPU per request"; echo; python3 bench/parse.py cpusummary "$RESULTS/cpu.tsv"; echo; fi
+  if [[ -s "$RESULTS/tls.tsv" || -s "$RESULTS/tls-callgrind.tsv" ]]; then echo "### TLS"; echo; python3 bench/parse.py tlssummary "$RESULTS"; echo; fi
   if [[ -s "$RESULTS/scale.tsv" ]]; then echo "### scale"; echo; python3 bench/parse.py scale "$RESULTS/scale.tsv"; fi
   if [[ -s "$RESULTS/changes.tsv" ]]; then echo "### changes"; echo; python3 bench/parse.py changes "$RESULTS/changes.tsv"; fi
 } >"$RESULTS/summary.md"

@@ -92,6 +92,12 @@ pub fn proxy_service(
         .build()
 }
 
+/// The HTTP proxy app of a listener that does its own transport (the edge's TLS listeners wrap
+/// it): what [`proxy_service`] hosts, without the service; HTTP/2 only by ALPN.
+pub fn proxy_app(server: &Server, proxy: Proxy) -> HttpProxy<Proxy> {
+    pingora_proxy::http_proxy(&server.configuration, proxy)
+}
+
 /// What every tier shares between its watcher, its proxies, admin and shutdown.
 pub struct TierState {
     pub tier: Tier,

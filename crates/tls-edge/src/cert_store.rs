@@ -84,7 +84,7 @@ impl ParsedCert {
         }
         // Any PEM key form rustls knows: PKCS#1 RSA, PKCS#8, SEC1 EC.
         let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|_| CertError::NoKey)?;
-        let signing = rustls::crypto::ring::sign::any_supported_type(&key)
+        let signing = crate::tls_server::backend::sign::any_supported_type(&key)
             .map_err(|e| CertError::UnsupportedKey(e.to_string()))?;
         let certified = CertifiedKey::new(certs, signing);
         match certified.keys_match() {

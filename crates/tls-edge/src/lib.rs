@@ -6,6 +6,7 @@ pub mod cert_store;
 pub mod handshake;
 pub mod policy;
 pub mod publish;
+pub mod tls_server;
 
 pub use cert_store::{CertError, CertSet, CertStore, ParsedCert, SniMatch};
 pub use handshake::HandshakeObserver;

@@ -9,8 +9,9 @@ use std::sync::Arc;
 use anyhow::{Context, anyhow};
 use clap::Parser;
 use k8s_sync::{ObjectKey, Tier, TierSettings};
-use pingora_core::listeners::tls::TlsSettings;
+use pingora_core::services::listening::Service;
 use server::cli::{CommonArgs, init_logging};
+use tls_edge::tls_server::{self, Resumption, TlsTerminator};
 use tls_edge::{
     CertSet, CertStore, EdgePublisher, HandshakeObserver, HttpsRedirect, ParsedCert, TlsListener,
 };
@@ -58,6 +59,16 @@ struct Cli {
     #[arg(long, value_name = "SECONDS")]
     hsts_max_age: Option<u64>,
 
+    /// Issue TLS session tickets (stateless resumption, TLS 1.2 and 1.3). Their keys are made
+    /// at random in memory, per process, and rotated every 6 hours; replicas do not share them.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    tls_session_tickets: bool,
+
+    /// Sessions kept in memory for stateful resumption (TLS 1.2 session IDs; TLS 1.3 when
+    /// tickets are off); 0 keeps none.
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    tls_session_cache_size: usize,
+
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -66,6 +77,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let c = &cli.common;
     init_logging(c.log_format);
+    tls_server::install_default_provider();
 
     let default_secret = cli
         .default_certificate
@@ -111,16 +123,25 @@ fn main() -> anyhow::Result<()> {
         .transpose()
         .context("--hsts-max-age")?;
     let proxy = state.proxy(https, Arc::new(TlsListener { hsts }));
-    let mut tls_service = server::proxy_service(&pingora, "tls-edge-https", proxy, false);
-    for addr in &cli.https_listen {
-        let mut tls = TlsSettings::with_callbacks(Box::new(HandshakeObserver {
+    let resumption = Resumption {
+        tickets: cli.tls_session_tickets,
+        cache_size: cli.tls_session_cache_size,
+    };
+    // One configuration for every HTTPS listener: one ticket key set and one session cache.
+    let tls_config = Arc::new(tls_server::server_config(certs.clone(), resumption)?);
+    let acceptor = tls_server::acceptor(
+        tls_config,
+        Box::new(HandshakeObserver {
             metrics: metrics.clone(),
             certs: certs.clone(),
-        }))
-        .context("TLS settings")?;
-        tls.set_cert_resolver(certs.clone());
-        tls.enable_h2();
-        tls_service.add_tls_with_settings(addr, None, tls);
+        }),
+    )?;
+    let mut tls_service = Service::new(
+        "tls-edge-https".to_owned(),
+        TlsTerminator::new(acceptor, server::proxy_app(&pingora, proxy)),
+    );
+    for addr in &cli.https_listen {
+        tls_service.add_tcp(addr);
     }
 
     let plain = server::proxy_settings(c, Tier::TlsEdge);
@@ -135,6 +156,8 @@ fn main() -> anyhow::Result<()> {
     pingora.add_service(tls_service);
     pingora.add_service(plain_service);
     tracing::info!(https = ?cli.https_listen, http = ?cli.http_listen, admin = %c.admin_listen,
+        tls_provider = tls_server::PROVIDER_NAME, tls_session_tickets = resumption.tickets,
+        tls_session_cache_size = resumption.cache_size,
         class = %cli.ingress_class, controller = %cli.controller_class, source = %server::source_name(c), "tls-edge starting");
     server::run(pingora, c, state);
     Ok(())
