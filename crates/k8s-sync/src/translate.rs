@@ -322,6 +322,11 @@ pub(crate) fn parse_ingress(key: &ObjectKey, ing: &Ingress, settings: &TierSetti
             ));
         }
     }
+    // Kept for as long as the Ingress is unchanged: no spare capacity.
+    out.rules.shrink_to_fit();
+    out.tls.shrink_to_fit();
+    out.tls_hosts.shrink_to_fit();
+    out.problems.shrink_to_fit();
     out
 }
 

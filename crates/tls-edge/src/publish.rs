@@ -33,7 +33,7 @@ struct SecretState {
     /// wrongly referenced, dropped when no edge Ingress lists the host any more.
     by_host: HashMap<String, (ObjectKey, Arc<ParsedCert>)>,
     /// Hosts bound to each Secret, by the bindings last seen.
-    hosts_of: HashMap<ObjectKey, BTreeSet<String>>,
+    hosts_of: HashMap<ObjectKey, Vec<String>>,
     /// The bindings last seen (`None`: nothing applied yet).
     bindings: Option<Bindings>,
     /// Hosts whose bindings changed, and Secrets whose certificate changed, since the last
@@ -75,17 +75,19 @@ impl SecretState {
         for h in hosts {
             for b in before.get(&h).into_iter().flat_map(|l| l.iter()) {
                 if let Some(hosts) = self.hosts_of.get_mut(&b.secret) {
-                    hosts.remove(&h);
+                    if let Ok(i) = hosts.binary_search(&h) {
+                        hosts.remove(i);
+                    }
                     if hosts.is_empty() {
                         self.hosts_of.remove(&b.secret);
                     }
                 }
             }
             for b in now.get(&h).into_iter().flat_map(|l| l.iter()) {
-                self.hosts_of
-                    .entry(b.secret.clone())
-                    .or_default()
-                    .insert(h.clone());
+                let hosts = self.hosts_of.entry(b.secret.clone()).or_default();
+                if let Err(i) = hosts.binary_search(&h) {
+                    hosts.insert(i, h.clone());
+                }
             }
             self.dirty_hosts.insert(h);
         }

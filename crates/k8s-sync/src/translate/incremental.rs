@@ -108,12 +108,12 @@ pub struct Translator {
     /// Per host deciding on the HTTPS redirect: how many Ingresses keep it on, and off.
     redirect_votes: HashMap<String, (usize, usize)>,
     /// Bindings naming each Secret, by Ingress.
-    secret_users: BTreeMap<ObjectKey, BTreeMap<IngressRef, usize>>,
+    secret_users: BTreeMap<ObjectKey, Counts<IngressRef>>,
     tls_secrets: imbl::OrdMap<ObjectKey, Arc<TlsSecret>>,
     secret_problems: BTreeMap<ObjectKey, Vec<Problem>>,
     /// Routes (and the default backend) naming each backend, by Ingress: the smallest one is
     /// blamed when the backend cannot be resolved.
-    backend_refs: BTreeMap<BackendKey, BTreeMap<IngressRef, usize>>,
+    backend_refs: BTreeMap<BackendKey, Counts<IngressRef>>,
     backend_problems: BTreeMap<BackendKey, Vec<Problem>>,
     /// EndpointSlices by Service (`(namespace, name)`), and the Service of each slice.
     slices_of: HashMap<(String, String), BTreeSet<ObjectKey>>,
@@ -123,6 +123,48 @@ pub struct Translator {
 }
 
 /// Backends a list of routes (or a default backend) names, with the naming Ingress.
+/// A small multiset kept sorted in a Vec: most have one or two members, and a map per entry
+/// would cost a node allocation of several hundred bytes each.
+#[derive(Debug)]
+struct Counts<T>(Vec<(T, usize)>);
+
+impl<T> Default for Counts<T> {
+    fn default() -> Self {
+        Self(Vec::new())
+    }
+}
+
+impl<T: Ord + Clone> Counts<T> {
+    fn add(&mut self, v: &T) {
+        match self.0.binary_search_by(|(x, _)| x.cmp(v)) {
+            Ok(i) => self.0[i].1 += 1,
+            Err(i) => self.0.insert(i, (v.clone(), 1)),
+        }
+    }
+
+    fn remove(&mut self, v: &T) {
+        if let Ok(i) = self.0.binary_search_by(|(x, _)| x.cmp(v)) {
+            self.0[i].1 -= 1;
+            if self.0[i].1 == 0 {
+                self.0.remove(i);
+            }
+        }
+    }
+
+    /// The smallest member.
+    fn first(&self) -> Option<&T> {
+        self.0.first().map(|(v, _)| v)
+    }
+
+    fn items(&self) -> impl Iterator<Item = &T> {
+        self.0.iter().map(|(v, _)| v)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// Hosts and Secrets whose TLS bindings or redirect votes changed in one translation.
 #[derive(Default)]
 struct TlsDirt {
@@ -356,9 +398,9 @@ impl Translator {
         dirty: &mut BTreeSet<BackendKey>,
     ) {
         let refs = self.backend_refs.entry(b.clone()).or_default();
-        let before = refs.keys().next().cloned();
-        *refs.entry(ingress.clone()).or_default() += 1;
-        if before.as_ref() != refs.keys().next() {
+        let before = refs.first().cloned();
+        refs.add(ingress);
+        if before.as_ref() != refs.first() {
             dirty.insert(b.clone());
         }
     }
@@ -372,14 +414,9 @@ impl Translator {
         let Some(refs) = self.backend_refs.get_mut(b) else {
             return;
         };
-        let before = refs.keys().next().cloned();
-        if let Some(n) = refs.get_mut(ingress) {
-            *n -= 1;
-            if *n == 0 {
-                refs.remove(ingress);
-            }
-        }
-        if before.as_ref() != refs.keys().next() {
+        let before = refs.first().cloned();
+        refs.remove(ingress);
+        if before.as_ref() != refs.first() {
             dirty.insert(b.clone());
         }
         if refs.is_empty() {
@@ -468,7 +505,7 @@ impl Translator {
             }
         }
         for b in dirty {
-            let Some(blame) = self.backend_refs.get(&b).and_then(|r| r.keys().next()) else {
+            let Some(blame) = self.backend_refs.get(&b).and_then(|r| r.first()) else {
                 if self.endpoints.0.remove(&b).is_some() {
                     delta.backends.insert(b.clone());
                 }
@@ -560,12 +597,7 @@ impl Translator {
         }
         for b in &out.tls {
             if let Some(users) = self.secret_users.get_mut(&b.secret) {
-                if let Some(n) = users.get_mut(&b.ingress) {
-                    *n -= 1;
-                    if *n == 0 {
-                        users.remove(&b.ingress);
-                    }
-                }
+                users.remove(&b.ingress);
                 if users.is_empty() {
                     self.secret_users.remove(&b.secret);
                 }
@@ -594,12 +626,10 @@ impl Translator {
             dirt.hosts.insert(h.to_owned());
         }
         for b in &out.tls {
-            *self
-                .secret_users
+            self.secret_users
                 .entry(b.secret.clone())
                 .or_default()
-                .entry(b.ingress.clone())
-                .or_default() += 1;
+                .add(&b.ingress);
             dirt.secrets.insert(b.secret.clone());
         }
         for h in out.redirect_host_keys() {
@@ -701,7 +731,7 @@ impl Translator {
                     self.tls_secrets.remove(&key);
                     let mut problems: Vec<Problem> = users
                         .into_iter()
-                        .flat_map(|u| u.keys())
+                        .flat_map(|u| u.items())
                         .map(|i| {
                             let ingress = ObjectKey::new(i.namespace.as_str(), i.name.as_str());
                             ingress_problem(&ingress, reason, detail.clone())
