@@ -2,6 +2,7 @@
 //! (`crate::request`), the tier's policy hook, one `load()` of the published route table,
 //! endpoint choice, forwarded headers, local responses, error classification and the access log.
 
+pub mod access_log;
 mod annotated;
 mod canary;
 mod context;
@@ -529,32 +530,33 @@ impl ProxyHttp for Proxy {
             return;
         }
         let req = session.req_header();
-        let client = ctx.client.or_else(|| peer_ip(session));
-        let route = ctx.route.as_deref();
-        let backend = ctx.backend();
-        tracing::info!(
-            target: "tandem::access",
-            tier = self.settings.tier.as_str(),
-            request_id = ctx.request_id.to_str().unwrap_or(""),
-            client = client.map(|c| c.to_string()).unwrap_or_default(),
-            method = req.method.as_str(),
-            host = ctx.authority.as_str(),
-            path = req.uri.path_and_query().map_or("", |p| p.as_str()),
-            proto = ?req.version,
+        let record = Box::new(access_log::AccessRecord {
+            time: std::time::SystemTime::now(),
+            tier: self.settings.tier.as_str(),
+            // The request is over: what it no longer needs moves into the record.
+            request_id: std::mem::replace(&mut ctx.request_id, http::HeaderValue::from_static("")),
+            client: ctx.client.or_else(|| peer_ip(session)),
+            method: req.method.clone(),
+            host: std::mem::take(&mut ctx.authority),
+            path: req
+                .uri
+                .path_and_query()
+                .map_or("", |p| p.as_str())
+                .to_owned(),
+            proto: req.version,
             status,
-            bytes = session.body_bytes_sent(),
-            upstream = ctx.upstream.map(|u| u.to_string()).unwrap_or_default(),
-            attempts = ctx.tried.len(),
-            ingress = route.map_or("", |r| &*r.ingress),
-            service = backend.map_or("", |b| &*b.service),
-            backend = backend.map_or("", |b| &*b.label),
-            fallback = route.is_some_and(|r| r.fallback),
-            canary = ctx.canary,
-            local = ctx.local_reason.unwrap_or(""),
-            upstream_connect_ms = ctx.connected.map(|c| (c - ctx.started).as_secs_f64() * 1000.0),
-            duration_ms = duration.as_secs_f64() * 1000.0,
-            error = e.map(|e| e.to_string()),
-            "request"
-        );
+            bytes: session.body_bytes_sent(),
+            upstream: ctx.upstream,
+            attempts: ctx.tried.len(),
+            route: ctx.route.take(),
+            canary: ctx.canary,
+            local: ctx.local_reason,
+            upstream_connect_ms: ctx
+                .connected
+                .map(|c| (c - ctx.started).as_secs_f64() * 1000.0),
+            duration_ms: duration.as_secs_f64() * 1000.0,
+            error: e.map(|e| e.to_string()),
+        });
+        record.submit();
     }
 }
