@@ -17,6 +17,7 @@ bench_install_tools() {
   command -v curl >/dev/null || need+=(curl)
   command -v openssl >/dev/null || need+=(openssl)
   command -v python3 >/dev/null || need+=(python3)
+  command -v valgrind >/dev/null || need+=(valgrind)
   if ((${#need[@]})); then
     echo "bench: installing ${need[*]}" >&2
     local sudo=""; [[ $(id -u) -ne 0 ]] && sudo=sudo

@@ -2,14 +2,16 @@
 # Runs every tandem benchmark and writes bench/results/<UTC timestamp>/{results.tsv,scale.tsv,
 # summary.md,machine.txt,raw/}. Loopback only; every load run is bounded (wrk -d, h2load -D).
 #
-#   bench/run.sh                 everything but changes (~26 min: proxy ~3.5, tiers ~3.5, scale ~1, cpu ~8,
-#                                tls ~10, plus the build)
-#   bench/run.sh proxy tiers     only some parts (proxy | tiers | scale | cpu | tls | changes)
+#   bench/run.sh                 everything but changes and instructions (~26 min: proxy ~3.5, tiers ~3.5,
+#                                scale ~1, cpu ~8, tls ~10, plus the build)
+#   bench/run.sh proxy tiers     only some parts (proxy | tiers | scale | cpu | tls | changes | instructions)
 #   bench/run.sh changes         change -> served latency and RSS under churn, both config sources
 #                                (~10 min; knobs CHANGE_*: see bench/changes.py)
+#   bench/run.sh instructions    instructions per request under callgrind (~10 min)
 #
 # Knobs (environment): RUNS=3 DURATION=10 WRK_THREADS=2 WRK_CONNS=64 H2_CONNS=32 H2_STREAMS=4
 # SCALE_SIZES="10 1000 5000" BENCH_PORT_BASE=39000 BENCH_NO_BUILD=1 (use existing binaries);
+# instructions part: INSTR_REQUESTS=2000 INSTR_CONNS=8 (bench/instructions.sh);
 # cpu part: CPU_WRK_THREADS=1 CPU_WRK_CONNS=32 CPU_MAX_FOREIGN=0.4 CPU_CONFIGS="..." (bench/cpu.sh);
 # tls part: TLS_SERVERS TLS_LOADS TLS_AWS_BIN TLS_CALLGRIND=1 TLS_CG_SECONDS (bench/tls.sh).
 set -euo pipefail

@@ -4,9 +4,11 @@
 //! `Forwarded` headers kept and extended; from anyone else they are replaced, so a client cannot
 //! forge its address.
 
+use std::cell::RefCell;
 use std::net::IpAddr;
 use std::str::FromStr;
 
+use http::HeaderValue;
 use ipnet::IpNet;
 use pingora_http::RequestHeader;
 
@@ -122,6 +124,10 @@ pub fn apply(req: &mut RequestHeader, hop: Hop, trusted: &TrustedProxies) -> IpA
 }
 
 /// [`apply`] when the client address was already worked out (by [`client_ip`]) for this request.
+///
+/// Built for the common case at a low cost: each address is formatted at most once (and a
+/// worker's last one is reused, since a client or an edge sends many requests), constant values
+/// are static, the Host value is shared, and the `Forwarded` element is one buffer.
 pub fn apply_for_client(
     req: &mut RequestHeader,
     hop: Hop,
@@ -130,26 +136,36 @@ pub fn apply_for_client(
 ) {
     let trusted_peer = trusted.contains(hop.peer);
     let peer = canonical(hop.peer);
+    let peer_value = ip_value(peer);
 
-    let xff = match joined(req, X_FORWARDED_FOR).filter(|_| trusted_peer) {
-        Some(prev) => format!("{prev}, {peer}"),
-        None => peer.to_string(),
+    let xff = match trusted_peer.then(|| joined(req, X_FORWARDED_FOR)).flatten() {
+        Some(mut prev) => {
+            prev.push_str(", ");
+            prev.push_str(peer_value.to_str().unwrap_or_default());
+            text_value(prev)
+        }
+        None => Some(peer_value.clone()),
     };
-    let host = req
-        .headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| req.uri.authority().map(|a| a.as_str().to_owned()));
+    // The Host header when it is text, else the target's authority.
+    let host = match req.headers.get(http::header::HOST) {
+        Some(h) if h.to_str().is_ok() => Some(h.clone()),
+        _ => req
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+    };
 
     let keep = |req: &RequestHeader, name: &str| trusted_peer && req.headers.contains_key(name);
-    let set = |req: &mut RequestHeader, name: &'static str, v: String| {
-        // Values come from parsed addresses, numbers or an already valid Host header.
+    // Names are constants and values come from parsed addresses, numbers or an already valid
+    // Host header: inserting cannot fail.
+    let set = |req: &mut RequestHeader, name: &'static str, v: HeaderValue| {
         let _ = req.insert_header(name, v);
     };
-    set(req, X_FORWARDED_FOR, xff);
+    if let Some(xff) = xff {
+        set(req, X_FORWARDED_FOR, xff);
+    }
     if !keep(req, X_FORWARDED_PROTO) {
-        set(req, X_FORWARDED_PROTO, hop.scheme.to_owned());
+        set(req, X_FORWARDED_PROTO, HeaderValue::from_static(hop.scheme));
     }
     if !keep(req, X_FORWARDED_HOST) {
         match &host {
@@ -160,27 +176,87 @@ pub fn apply_for_client(
         }
     }
     if !keep(req, X_FORWARDED_PORT) {
-        set(req, X_FORWARDED_PORT, hop.port.to_string());
+        set(req, X_FORWARDED_PORT, port_value(hop.port));
     }
-    set(req, X_REAL_IP, client.to_string());
+    let real_ip = if client == peer {
+        peer_value.clone()
+    } else {
+        ip_value(client)
+    };
+    set(req, X_REAL_IP, real_ip);
 
     // RFC 7239: one element per hop.
-    let node = match peer {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("\"[{v6}]\""),
-    };
-    let mut element = format!("for={node};proto={}", hop.scheme);
-    if let Some(h) = host
-        .as_deref()
-        .filter(|h| h.bytes().all(|b| b.is_ascii_graphic()))
-    {
-        element.push_str(&format!(";host=\"{h}\""));
+    let host = host
+        .as_ref()
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| h.bytes().all(|b| b.is_ascii_graphic()));
+    // The peer as already formatted above (an address is ASCII).
+    let node = peer_value.to_str().unwrap_or_default();
+    let mut element = String::with_capacity(64 + host.map_or(0, str::len));
+    element.push_str("for=");
+    match peer {
+        IpAddr::V4(_) => element.push_str(node),
+        IpAddr::V6(_) => {
+            element.push_str("\"[");
+            element.push_str(node);
+            element.push_str("]\"");
+        }
     }
-    let forwarded = match joined(req, FORWARDED).filter(|_| trusted_peer) {
-        Some(prev) => format!("{prev}, {element}"),
+    element.push_str(";proto=");
+    element.push_str(hop.scheme);
+    if let Some(h) = host {
+        element.push_str(";host=\"");
+        element.push_str(h);
+        element.push('"');
+    }
+    let forwarded = match trusted_peer.then(|| joined(req, FORWARDED)).flatten() {
+        Some(mut prev) => {
+            prev.push_str(", ");
+            prev.push_str(&element);
+            prev
+        }
         None => element,
     };
-    set(req, FORWARDED, forwarded);
+    if let Some(v) = text_value(forwarded) {
+        set(req, FORWARDED, v);
+    }
+}
+
+/// A header value from text built here (no copy).
+fn text_value(s: String) -> Option<HeaderValue> {
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(s)).ok()
+}
+
+thread_local! {
+    /// The last address formatted on this worker, and its value.
+    static LAST_IP: RefCell<Option<(IpAddr, HeaderValue)>> = const { RefCell::new(None) };
+    /// The last listener port formatted on this worker, and its value.
+    static LAST_PORT: RefCell<Option<(u16, HeaderValue)>> = const { RefCell::new(None) };
+}
+
+/// An address as a header value, formatted once per worker while it stays the same.
+fn ip_value(ip: IpAddr) -> HeaderValue {
+    LAST_IP.with_borrow_mut(|last| match last {
+        Some((cached, v)) if *cached == ip => v.clone(),
+        _ => {
+            let v = HeaderValue::from_maybe_shared(bytes::Bytes::from(ip.to_string()))
+                .unwrap_or_else(|_| HeaderValue::from_static(""));
+            *last = Some((ip, v.clone()));
+            v
+        }
+    })
+}
+
+/// A port as a header value, formatted once per worker while it stays the same.
+fn port_value(port: u16) -> HeaderValue {
+    LAST_PORT.with_borrow_mut(|last| match last {
+        Some((cached, v)) if *cached == port => v.clone(),
+        _ => {
+            let v = HeaderValue::from(port);
+            *last = Some((port, v.clone()));
+            v
+        }
+    })
 }
 
 #[cfg(test)]
@@ -245,6 +321,36 @@ mod tests {
         assert_eq!(get(&r, X_FORWARDED_PROTO), "https");
         assert_eq!(get(&r, X_FORWARDED_PORT), "443");
         assert_eq!(get(&r, X_REAL_IP), "203.0.113.7");
+    }
+
+    #[test]
+    fn mapped_and_v6_peers_and_changing_peers() {
+        let none = TrustedProxies::default();
+        // A v4-mapped peer: the chain and Forwarded say v4, X-Real-IP the address as seen.
+        let mut r = req(&[("host", "example.com")]);
+        let client = apply(&mut r, hop("::ffff:192.0.2.1"), &none);
+        assert_eq!(get(&r, X_FORWARDED_FOR), "192.0.2.1");
+        assert_eq!(get(&r, X_REAL_IP), client.to_string());
+        assert_eq!(get(&r, X_REAL_IP), "::ffff:192.0.2.1");
+        assert_eq!(
+            get(&r, FORWARDED),
+            "for=192.0.2.1;proto=http;host=\"example.com\""
+        );
+        // A v6 peer is quoted and bracketed in Forwarded; no Host, no host parameter.
+        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+        apply(&mut r, hop("2001:db8::1"), &none);
+        assert_eq!(get(&r, X_FORWARDED_FOR), "2001:db8::1");
+        assert_eq!(get(&r, FORWARDED), "for=\"[2001:db8::1]\";proto=http");
+        assert!(r.headers.get(X_FORWARDED_HOST).is_none());
+        // Values reused from one request to the next follow the peer and port.
+        for (peer, port) in [("192.0.2.1", 80), ("192.0.2.2", 80), ("192.0.2.1", 8443)] {
+            let mut r = req(&[("host", "example.com")]);
+            let h = Hop { port, ..hop(peer) };
+            apply(&mut r, h, &none);
+            assert_eq!(get(&r, X_FORWARDED_FOR), peer);
+            assert_eq!(get(&r, X_REAL_IP), peer);
+            assert_eq!(get(&r, X_FORWARDED_PORT), port.to_string());
+        }
     }
 
     #[test]

@@ -22,6 +22,6 @@ pub mod tls_authority;
 pub use backend::{Backend, BackendRegistry, Pick};
 pub use host_map::{HostMap, HostMatch, normalize_host};
 pub use policy::{LocalAnswer, NoPolicy, PolicyRequest, TierPolicy};
-pub use proxy::{InFlight, Proxy, ProxySettings};
+pub use proxy::{InFlight, Proxy, ProxySettings, access_log};
 pub use publish::{Health, RoutePublisher};
 pub use route_table::{RouteTable, RouteTarget};

@@ -151,6 +151,41 @@ pub fn authority(req: &RequestHeader) -> Result<&str, Reject> {
     }
 }
 
+/// A request's authority kept for the rest of the request: the `Host` header's value shared
+/// (the usual case, no copy), or a copy of the target's authority.
+#[derive(Clone, Debug, Default)]
+pub enum Authority {
+    /// None named (HTTP/1.0 or HTTP/2 without one).
+    #[default]
+    Empty,
+    /// The `Host` header's value (checked by [`authority`]: ASCII).
+    Host(http::HeaderValue),
+    /// From the request target (absolute-form, `:authority`).
+    Target(String),
+}
+
+impl Authority {
+    /// [`authority`] of the request, shared with its `Host` header when it comes from there.
+    pub fn of(req: &RequestHeader) -> Result<Self, Reject> {
+        let a = authority(req)?;
+        Ok(match req.headers.get(header::HOST) {
+            _ if a.is_empty() => Self::Empty,
+            // The same bytes: the authority is the Host header itself.
+            Some(h) if std::ptr::eq(h.as_bytes(), a.as_bytes()) => Self::Host(h.clone()),
+            _ => Self::Target(a.to_owned()),
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Empty => "",
+            // A checked authority is ASCII, so this never falls back.
+            Self::Host(h) => h.to_str().unwrap_or(""),
+            Self::Target(t) => t,
+        }
+    }
+}
+
 /// `host[:port]` where host is a registered name (letters, digits, `-._~`) or a bracketed IPv6
 /// literal; anything else (spaces, commas, `/`, `@`, an unclosed `[`) is refused, as nginx does.
 /// Empty is valid: a request without a host.
@@ -402,6 +437,26 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn authority_kept_shares_the_host_header_or_copies_the_target() {
+        let r = req("/", &[("host", "a.example:8080")]);
+        let a = Authority::of(&r).unwrap();
+        assert!(matches!(a, Authority::Host(_)), "{a:?}");
+        assert_eq!(a.as_str(), "a.example:8080");
+        let r = req("http://b.example/h", &[("host", "a.example")]);
+        let a = Authority::of(&r).unwrap();
+        assert!(matches!(a, Authority::Target(_)), "{a:?}");
+        assert_eq!(a.as_str(), "b.example");
+        let mut h10 = req("/", &[]);
+        h10.set_version(Version::HTTP_10);
+        assert!(matches!(Authority::of(&h10), Ok(Authority::Empty)));
+        assert_eq!(Authority::default().as_str(), "");
+        assert_eq!(
+            Authority::of(&req("/", &[("host", "a b")])).map(|a| a.as_str().to_owned()),
+            Err(Reject::InvalidHost)
+        );
     }
 
     #[test]

@@ -5,9 +5,14 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
+use std::thread;
+use std::time::Instant;
+
+use proxy::access_log::{self, AccessLogSink, AccessRecord};
 use proxy::forwarded::TrustedProxies;
-use std::sync::{Mutex, OnceLock};
-use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum LogFormat {
@@ -160,34 +165,133 @@ pub struct CommonArgs {
 /// rather than blocking a worker.
 const LOG_QUEUE_LINES: usize = 65_536;
 
-static LOG_WORKER: Mutex<Option<WorkerGuard>> = Mutex::new(None);
-static LOG_DROPS: OnceLock<ErrorCounter> = OnceLock::new();
+/// The writer thread writes out at least this much at once when lines are waiting.
+const WRITE_BATCH_BYTES: usize = 64 * 1024;
 
-/// Installs the tracing subscriber (RUST_LOG filters; default `info`). Lines — the access log
-/// above all — are formatted on the calling thread and written to stdout by a writer thread
-/// through a bounded queue: a slow stdout never blocks the data path; lines that do not fit are
-/// dropped and counted (`tandem_log_lines_dropped_total`).
+static LOG_QUEUE: OnceLock<Arc<LogQueue>> = OnceLock::new();
+static LOG_WRITER: Mutex<Option<(thread::JoinHandle<()>, mpsc::Receiver<()>)>> = Mutex::new(None);
+
+/// What the writer thread is given: a line formatted by `tracing`, or an access-log record it
+/// formats itself (so the worker that served the request does not).
+enum LogMsg {
+    Line(Vec<u8>),
+    Access(Box<AccessRecord>),
+    /// Write out what is queued and stop.
+    Shutdown,
+}
+
+/// The bounded queue to the writer thread. Never blocks the sender: a line that does not fit is
+/// dropped and counted.
+struct LogQueue {
+    tx: mpsc::SyncSender<LogMsg>,
+    dropped: AtomicU64,
+}
+
+impl LogQueue {
+    fn push(&self, msg: LogMsg) {
+        if self.tx.try_send(msg).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// `tracing`'s writer: each formatted event arrives in one `write`.
+#[derive(Clone)]
+struct QueueWriter(Arc<LogQueue>);
+
+impl Write for QueueWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.push(LogMsg::Line(buf.to_vec()));
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+struct AccessSink(Arc<LogQueue>);
+
+impl AccessLogSink for AccessSink {
+    fn send(&self, record: Box<AccessRecord>) {
+        self.0.push(LogMsg::Access(record));
+    }
+}
+
+/// Writes queued lines to `out` until shut down (or every sender is gone), in batches: whatever
+/// is waiting is formatted into one buffer and written at once.
+fn write_lines(rx: &mpsc::Receiver<LogMsg>, out: &mut impl Write) {
+    let mut buf = Vec::with_capacity(WRITE_BATCH_BYTES);
+    while let Ok(mut msg) = rx.recv() {
+        let mut stop = false;
+        loop {
+            match msg {
+                LogMsg::Line(line) => buf.extend_from_slice(&line),
+                LogMsg::Access(record) => record.write_json(&mut buf),
+                LogMsg::Shutdown => stop = true,
+            }
+            if stop || buf.len() >= WRITE_BATCH_BYTES {
+                break;
+            }
+            match rx.try_recv() {
+                Ok(m) => msg = m,
+                Err(_) => break,
+            }
+        }
+        // Nothing useful to do about a failing stdout but to keep going.
+        let _ = out.write_all(&buf).and_then(|()| out.flush());
+        buf.clear();
+        buf.shrink_to(WRITE_BATCH_BYTES);
+        if stop {
+            return;
+        }
+    }
+}
+
+/// Installs the tracing subscriber (RUST_LOG filters; default `info`). Lines are written to
+/// stdout by a writer thread through a bounded queue: a slow stdout never blocks the data path;
+/// lines that do not fit are dropped and counted (`tandem_log_lines_dropped_total`). With the
+/// JSON format, access-log records are formatted on that thread too, not on the worker.
 pub fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let (writer, guard) = NonBlockingBuilder::default()
-        .lossy(true)
-        .buffered_lines_limit(LOG_QUEUE_LINES)
-        .thread_name("log-writer")
-        .finish(std::io::stdout());
-    let _ = LOG_DROPS.set(writer.error_counter());
-    if let Ok(mut slot) = LOG_WORKER.lock() {
-        *slot = Some(guard);
+    let (tx, rx) = mpsc::sync_channel(LOG_QUEUE_LINES);
+    let queue = Arc::new(LogQueue {
+        tx,
+        dropped: AtomicU64::new(0),
+    });
+    let (done_tx, done_rx) = mpsc::channel();
+    let spawned = thread::Builder::new()
+        .name("log-writer".to_owned())
+        .spawn(move || {
+            write_lines(&rx, &mut std::io::stdout());
+            let _ = done_tx.send(());
+        });
+    match spawned {
+        Ok(handle) => {
+            if let Ok(mut slot) = LOG_WRITER.lock() {
+                *slot = Some((handle, done_rx));
+            }
+        }
+        Err(e) => eprintln!("cannot start the log writer thread: {e}"),
     }
+    let _ = LOG_QUEUE.set(queue.clone());
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let writer = QueueWriter(queue.clone());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(writer);
+        .with_writer(move || writer.clone());
     match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .init(),
+        LogFormat::Json => {
+            builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .init();
+            // The filter is fixed for the process's life: when it lets access lines through,
+            // records bypass tracing and are formatted by the writer thread into the same line.
+            if tracing::enabled!(target: "tandem::access", tracing::Level::INFO) {
+                access_log::set_sink(Box::new(AccessSink(queue)));
+            }
+        }
         LogFormat::Text => builder
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
             .init(),
@@ -196,13 +300,70 @@ pub fn init_logging(format: LogFormat) {
 
 /// Writes out the queued log lines (waits at most a second); call before the process exits.
 pub fn flush_logs() {
-    let guard = LOG_WORKER.lock().ok().and_then(|mut g| g.take());
-    drop(guard);
+    let Some(queue) = LOG_QUEUE.get() else {
+        return;
+    };
+    let Some((handle, done)) = LOG_WRITER.lock().ok().and_then(|mut w| w.take()) else {
+        return;
+    };
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let mut msg = LogMsg::Shutdown;
+    loop {
+        match queue.tx.try_send(msg) {
+            Ok(()) => break,
+            Err(mpsc::TrySendError::Full(m)) if Instant::now() < deadline => {
+                msg = m;
+                thread::sleep(Duration::from_millis(5));
+            }
+            Err(_) => return,
+        }
+    }
+    let left = deadline.saturating_duration_since(Instant::now());
+    if done.recv_timeout(left).is_ok() {
+        let _ = handle.join();
+    }
 }
 
 /// Log lines dropped because the queue was full.
 pub fn log_lines_dropped() -> u64 {
-    LOG_DROPS
+    LOG_QUEUE
         .get()
-        .map_or(0, |c| u64::try_from(c.dropped_lines()).unwrap_or(u64::MAX))
+        .map_or(0, |q| q.dropped.load(Ordering::Relaxed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_every_line_in_order_and_stops_on_shutdown() {
+        let (tx, rx) = mpsc::sync_channel(16);
+        for i in 0..10 {
+            tx.send(LogMsg::Line(format!("line {i}\n").into_bytes()))
+                .unwrap();
+        }
+        tx.send(LogMsg::Shutdown).unwrap();
+        tx.send(LogMsg::Line(b"after\n".to_vec())).unwrap();
+        let mut out = Vec::new();
+        write_lines(&rx, &mut out);
+        let want: String = (0..10).map(|i| format!("line {i}\n")).collect();
+        assert_eq!(String::from_utf8(out).unwrap(), want);
+    }
+
+    #[test]
+    fn full_queue_drops_and_counts() {
+        let (tx, rx) = mpsc::sync_channel(2);
+        let q = LogQueue {
+            tx,
+            dropped: AtomicU64::new(0),
+        };
+        for _ in 0..5 {
+            q.push(LogMsg::Line(b"x\n".to_vec()));
+        }
+        assert_eq!(q.dropped.load(Ordering::Relaxed), 3);
+        drop(q);
+        let mut out = Vec::new();
+        write_lines(&rx, &mut out);
+        assert_eq!(out, b"x\nx\n");
+    }
 }

@@ -64,7 +64,7 @@ pub async fn answer(
             ctx.local_reason = Some("cors_preflight");
             let mut resp = ResponseHeader::build(204, Some(4 + headers.len()))?;
             resp.insert_header(header::SERVER, SERVER_NAME)?;
-            resp.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+            resp.insert_header(REQUEST_ID, ctx.request_id.clone())?;
             for (name, value) in headers {
                 resp.append_header(name, value)?;
             }

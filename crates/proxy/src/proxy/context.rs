@@ -21,9 +21,10 @@ pub struct RequestCtx {
     pub(crate) metrics: Option<Arc<RouteMetrics>>,
     /// Fallback counter of the request's configured host, when the fallback serves it.
     pub(crate) fallback_counter: Option<IntCounter>,
-    pub(crate) request_id: String,
+    pub(crate) request_id: http::HeaderValue,
     pub(crate) attempt_started: Option<Instant>,
-    pub(crate) tried: Vec<SocketAddr>,
+    /// Endpoints tried, in order (inline: a request rarely tries more than two).
+    pub(crate) tried: smallvec::SmallVec<[SocketAddr; 2]>,
     pub(crate) upstream: Option<SocketAddr>,
     pub(crate) client: Option<IpAddr>,
     pub(crate) started: Instant,
@@ -31,7 +32,7 @@ pub struct RequestCtx {
     /// Why the proxy answered itself, if it did.
     pub(crate) local_reason: Option<&'static str>,
     /// The authority the request is for, as sent (absolute-form / `:authority`, else `Host`).
-    pub(crate) authority: String,
+    pub(crate) authority: crate::request::Authority,
     /// The normalised path, when it differs from the one the client sent.
     pub(crate) normalized_path: Option<String>,
     /// `Access-Control-Allow-Origin` for the response, when the route's CORS allows the origin.
@@ -64,15 +65,15 @@ impl RequestCtx {
             canary: false,
             metrics: None,
             fallback_counter: None,
-            request_id: String::new(),
+            request_id: http::HeaderValue::from_static(""),
             attempt_started: None,
-            tried: Vec::new(),
+            tried: smallvec::SmallVec::new(),
             upstream: None,
             client: None,
             started: Instant::now(),
             connected: None,
             local_reason: None,
-            authority: String::new(),
+            authority: crate::request::Authority::Empty,
             normalized_path: None,
             cors_origin: None,
             body_bytes: 0,

@@ -5,12 +5,16 @@ use prometheus::IntGauge;
 
 #[derive(Clone, Debug)]
 pub struct InFlight {
-    gauge: IntGauge,
+    /// Made once per tier and never freed, so a request's guard holds a plain reference: no
+    /// reference count to bump on a shared cache line per request.
+    gauge: &'static IntGauge,
 }
 
 impl InFlight {
     pub fn new(gauge: IntGauge) -> Self {
-        Self { gauge }
+        Self {
+            gauge: Box::leak(Box::new(gauge)),
+        }
     }
 
     pub fn count(&self) -> usize {
@@ -19,12 +23,12 @@ impl InFlight {
 
     pub(crate) fn enter(&self) -> InFlightGuard {
         self.gauge.inc();
-        InFlightGuard(self.gauge.clone())
+        InFlightGuard(self.gauge)
     }
 }
 
 /// Counts one request as in flight until dropped with the request's context.
-pub struct InFlightGuard(IntGauge);
+pub struct InFlightGuard(&'static IntGauge);
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {

@@ -48,7 +48,7 @@ pub(super) fn pick(
     let src = KeySource {
         req,
         client: ctx.client,
-        authority: &ctx.authority,
+        authority: ctx.authority.as_str(),
         path,
     };
     let input = pick_input(balance, &src);

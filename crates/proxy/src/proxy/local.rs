@@ -1,7 +1,7 @@
 //! Responses the proxy writes itself: small plain-text pages (404, 503, 400, …) and redirects.
 
 use bytes::Bytes;
-use http::header;
+use http::{HeaderValue, header};
 use pingora_error::Result;
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
@@ -16,7 +16,7 @@ pub async fn respond(
     session: &mut Session,
     status: u16,
     message: &str,
-    request_id: &str,
+    request_id: &HeaderValue,
     close: bool,
 ) -> Result<()> {
     let body = Bytes::from(format!("{status} {message}\n"));
@@ -28,7 +28,7 @@ pub async fn respond(
     resp.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
     resp.insert_header(header::CONTENT_LENGTH, body.len())?;
     resp.insert_header(header::CACHE_CONTROL, "no-store")?;
-    resp.insert_header(REQUEST_ID, request_id)?;
+    resp.insert_header(REQUEST_ID, request_id.clone())?;
     let head_only = session.req_header().method == http::Method::HEAD;
     session
         .write_response_header(Box::new(resp), head_only)
@@ -44,12 +44,12 @@ pub async fn redirect(
     session: &mut Session,
     status: u16,
     location: &str,
-    request_id: &str,
+    request_id: &HeaderValue,
 ) -> Result<()> {
     let mut resp = ResponseHeader::build(status, Some(4))?;
     resp.insert_header(header::SERVER, SERVER_NAME)?;
     resp.insert_header(header::LOCATION, location)?;
     resp.insert_header(header::CONTENT_LENGTH, 0)?;
-    resp.insert_header(REQUEST_ID, request_id)?;
+    resp.insert_header(REQUEST_ID, request_id.clone())?;
     session.write_response_header(Box::new(resp), true).await
 }

@@ -2,6 +2,7 @@
 //! (`crate::request`), the tier's policy hook, one `load()` of the published route table,
 //! endpoint choice, forwarded headers, local responses, error classification and the access log.
 
+pub mod access_log;
 mod annotated;
 mod canary;
 mod context;
@@ -35,7 +36,7 @@ use crate::backend::Pick;
 use crate::forwarded::{self, Hop, TrustedProxies};
 use crate::metrics::Metrics;
 use crate::policy::{LocalAnswer, PolicyRequest, TierPolicy};
-use crate::request::{self, HeadLimits, Reject};
+use crate::request::{self, Authority, HeadLimits, Reject};
 use crate::route_policy;
 use crate::route_table::RouteTable;
 use crate::tls_authority::TlsAuthority;
@@ -113,9 +114,9 @@ impl Proxy {
 fn check_request(
     req: &RequestHeader,
     limits: &HeadLimits,
-) -> std::result::Result<(String, Option<String>), Reject> {
+) -> std::result::Result<(Authority, Option<String>), Reject> {
     request::check_limits(req, limits)?;
-    let authority = request::authority(req)?.to_owned();
+    let authority = Authority::of(req)?;
     let path = match request::normalize_path(req.uri.path())? {
         Cow::Borrowed(_) => None,
         Cow::Owned(p) => Some(p),
@@ -173,7 +174,12 @@ impl ProxyHttp for Proxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        ctx.request_id = request_id::request_id(session.req_header().headers.get(REQUEST_ID));
+        ctx.request_id = request_id::request_id(
+            session
+                .req_header()
+                .headers
+                .get(&request_id::REQUEST_ID_NAME),
+        );
         // The client as this tier sees it, also for requests answered here (404, 503, redirect).
         ctx.client = peer_ip(session).map(|peer| {
             forwarded::client_ip(session.req_header(), peer, &self.settings.trusted_proxies)
@@ -191,7 +197,7 @@ impl ProxyHttp for Proxy {
                 return Ok(true);
             }
         }
-        if misdirected(session, &ctx.authority) {
+        if misdirected(session, ctx.authority.as_str()) {
             ctx.local_reason = Some("misdirected");
             let message = upstream_error::message_for(421);
             local::respond(session, 421, message, &ctx.request_id, false).await?;
@@ -316,7 +322,8 @@ impl ProxyHttp for Proxy {
                 let upstream_host = policy
                     .and_then(|p| p.upstream_host.as_ref())
                     .and_then(|h| h.to_str().ok());
-                let sni = upstream_tls::server_name(tls, upstream_host, &ctx.authority, addr);
+                let sni =
+                    upstream_tls::server_name(tls, upstream_host, ctx.authority.as_str(), addr);
                 // A WebSocket upgrade is HTTP/1.1 whatever the route speaks.
                 let h2 = protocol == BackendProtocol::Grpcs && !session.is_upgrade_req();
                 upstream_tls::peer(addr, sni, tls, h2)
@@ -414,7 +421,7 @@ impl ProxyHttp for Proxy {
                 client,
             );
         }
-        upstream_request.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        upstream_request.insert_header(REQUEST_ID, ctx.request_id.clone())?;
         if let Some(n) = request::collapse_content_length(upstream_request)
             .map_err(|e| Error::explain(ErrorType::InvalidHTTPHeader, e.to_string()))?
         {
@@ -464,7 +471,7 @@ impl ProxyHttp for Proxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        upstream_response.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        upstream_response.insert_header(REQUEST_ID, ctx.request_id.clone())?;
         if let Some(policy) = ctx.route.as_ref().and_then(|r| r.policy.as_deref()) {
             route_policy::response(policy, upstream_response, ctx.cors_origin.as_ref())?;
         }
@@ -473,7 +480,8 @@ impl ProxyHttp for Proxy {
         }
         // pingora writes `Date` (cached once a second) on every response.
         if !upstream_response.headers.contains_key(header::SERVER) {
-            upstream_response.insert_header(header::SERVER, SERVER_NAME)?;
+            upstream_response
+                .insert_header(header::SERVER, http::HeaderValue::from_static(SERVER_NAME))?;
         }
         self.policy.on_response(upstream_response)
     }
@@ -506,6 +514,7 @@ impl ProxyHttp for Proxy {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let duration = ctx.started.elapsed();
         if e.is_some_and(|e| e.esource() == &ErrorSource::Upstream) {
             lb::on_failure(ctx, false);
         }
@@ -514,40 +523,40 @@ impl ProxyHttp for Proxy {
             c.inc();
         }
         if let Some(m) = &ctx.metrics {
-            m.observe_duration(ctx.started.elapsed().as_secs_f64());
+            m.observe_duration(duration.as_secs_f64());
             m.count(status);
         }
         if !self.settings.access_log {
             return;
         }
         let req = session.req_header();
-        let client = ctx.client.or_else(|| peer_ip(session));
-        let route = ctx.route.as_deref();
-        let backend = ctx.backend();
-        let duration = ctx.started.elapsed();
-        tracing::info!(
-            target: "tandem::access",
-            tier = self.settings.tier.as_str(),
-            request_id = ctx.request_id.as_str(),
-            client = client.map(|c| c.to_string()).unwrap_or_default(),
-            method = req.method.as_str(),
-            host = ctx.authority.as_str(),
-            path = req.uri.path_and_query().map_or("", |p| p.as_str()),
-            proto = ?req.version,
+        let record = Box::new(access_log::AccessRecord {
+            time: std::time::SystemTime::now(),
+            tier: self.settings.tier.as_str(),
+            // The request is over: what it no longer needs moves into the record.
+            request_id: std::mem::replace(&mut ctx.request_id, http::HeaderValue::from_static("")),
+            client: ctx.client.or_else(|| peer_ip(session)),
+            method: req.method.clone(),
+            host: std::mem::take(&mut ctx.authority),
+            path: req
+                .uri
+                .path_and_query()
+                .map_or("", |p| p.as_str())
+                .to_owned(),
+            proto: req.version,
             status,
-            bytes = session.body_bytes_sent(),
-            upstream = ctx.upstream.map(|u| u.to_string()).unwrap_or_default(),
-            attempts = ctx.tried.len(),
-            ingress = route.map_or("", |r| &*r.ingress),
-            service = backend.map_or("", |b| &*b.service),
-            backend = backend.map_or("", |b| &*b.label),
-            fallback = route.is_some_and(|r| r.fallback),
-            canary = ctx.canary,
-            local = ctx.local_reason.unwrap_or(""),
-            upstream_connect_ms = ctx.connected.map(|c| (c - ctx.started).as_secs_f64() * 1000.0),
-            duration_ms = duration.as_secs_f64() * 1000.0,
-            error = e.map(|e| e.to_string()),
-            "request"
-        );
+            bytes: session.body_bytes_sent(),
+            upstream: ctx.upstream,
+            attempts: ctx.tried.len(),
+            route: ctx.route.take(),
+            canary: ctx.canary,
+            local: ctx.local_reason,
+            upstream_connect_ms: ctx
+                .connected
+                .map(|c| (c - ctx.started).as_secs_f64() * 1000.0),
+            duration_ms: duration.as_secs_f64() * 1000.0,
+            error: e.map(|e| e.to_string()),
+        });
+        record.submit();
     }
 }
