@@ -73,6 +73,16 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: fl
         time.sleep(interval)
 
 
+def invalid_annotation_detail(proc, name: str, timeout: float = 10.0) -> str:
+    """Waits for the `invalid_annotation` problem a tier logs against Ingress `name`; its detail."""
+    def find():
+        for e in proc.json_logs():
+            if e.get("reason") == "invalid_annotation" and e.get("name") == name:
+                return e.get("detail", "")
+        return None
+    return wait_until(find, timeout, desc=f"invalid_annotation logged for {name}")
+
+
 _handed_out_ports: set[int] = set()
 _port_lock = threading.Lock()
 

@@ -18,7 +18,7 @@ import time
 import pytest
 
 from e2e_lib import (CurlError, LOOPBACK, backend_objects, curl, free_port, http_path, ingress,
-                     rule, wait_until)
+                     invalid_annotation_detail, rule, wait_until)
 from edge_support import Pki, cert_secret, curl_https, edge_ingress, start_edge
 from metrics_support import scrape
 
@@ -236,16 +236,6 @@ def get(router, case, path="/", **kw):
     return curl(router.url(path), headers=[("Host", host(case))] + list(kw.pop("headers", [])), **kw)
 
 
-def problem_of(router, name: str) -> str:
-    """Waits for the `invalid_annotation` problem logged against Ingress `name`; its detail."""
-    def find():
-        for e in router.json_logs():
-            if e.get("reason") == "invalid_annotation" and e.get("name") == name:
-                return e.get("detail", "")
-        return None
-    return wait_until(find, 10, desc=f"invalid_annotation logged for {name}")
-
-
 def served(router, case):
     r = get(router, case, "/still/served")
     assert r.status == 200 and r.json()["service"] == "app", r
@@ -260,8 +250,10 @@ def test_body_size_by_content_length(router):
     assert ok.status == 200 and len(ok.json()["body"]) == 1024, ok
     big = get(router, "body", "/up", method="POST", data=b"x" * 1025)
     assert big.status == 413, big
-    entry = [e for e in router.access_logs() if e.get("host") == host("body") and e.get("status") == 413]
-    assert entry and entry[-1]["local"] == "body_too_large" and entry[-1]["upstream"] == "", entry
+    entry = wait_until(lambda: [e for e in router.access_logs()
+                                if e.get("host") == host("body") and e.get("status") == 413], 5,
+                       desc="access-log line of the 413")
+    assert entry[-1]["local"] == "body_too_large" and entry[-1]["upstream"] == "", entry
 
 
 def test_body_size_counted_while_streaming(router):
@@ -307,7 +299,7 @@ def test_body_size_passed_after_the_response_started_aborts(router):
 def test_body_size_zero_is_unlimited_and_invalid_is_reported(router):
     r = get(router, "body-unlimited", "/up", method="POST", data=b"z" * (3 << 20))
     assert r.status == 200 and len(r.json()["body"]) == 3 << 20, r.status
-    assert "proxy-body-size" in problem_of(router, "body-bad")
+    assert "proxy-body-size" in invalid_annotation_detail(router, "body-bad")
     r = get(router, "body-bad", "/up", method="POST", data=b"z" * 4096)
     assert r.status == 200, r
 
@@ -337,8 +329,9 @@ def test_send_timeout(router):
         status = str(e)
     took = time.monotonic() - t
     assert status == 504 and took < 8, (status, took)
-    line = [e for e in router.access_logs() if e.get("host") == host("send-timeout")]
-    assert line and "writing body, timeout: 1s" in (line[-1].get("error") or ""), line
+    line = wait_until(lambda: [e for e in router.access_logs() if e.get("host") == host("send-timeout")], 5,
+                      desc="access-log line of the send timeout")
+    assert "writing body, timeout: 1s" in (line[-1].get("error") or ""), line
 
 
 def test_connect_timeout(router):
@@ -350,7 +343,7 @@ def test_connect_timeout(router):
 
 
 def test_invalid_timeout_is_reported(router):
-    assert "proxy-read-timeout" in problem_of(router, "timeout-bad")
+    assert "proxy-read-timeout" in invalid_annotation_detail(router, "timeout-bad")
     assert get(router, "timeout-bad", headers=[("x-echo-delay-ms", "1500")]).status == 200
 
 
@@ -370,7 +363,7 @@ def test_redirects(router, case, status, location):
 
 
 def test_invalid_redirect_is_reported_and_route_served(router):
-    assert "permanent-redirect" in problem_of(router, "redirect-bad")
+    assert "permanent-redirect" in invalid_annotation_detail(router, "redirect-bad")
     served(router, "redirect-bad")
 
 
@@ -379,7 +372,7 @@ def test_app_root(router):
     assert (r.status, r.header("location")) == (302, "/app1"), r
     r = get(router, "app-root", "/app1/page")
     assert r.status == 200 and r.json()["path"] == "/app1/page", r
-    assert "app-root" in problem_of(router, "app-root-bad")
+    assert "app-root" in invalid_annotation_detail(router, "app-root-bad")
     assert get(router, "app-root-bad", "/").status == 200
 
 
@@ -398,7 +391,7 @@ def test_source_allowlist_and_denylist(router):
 
 
 def test_invalid_allowlist_fails_closed(router):
-    detail = problem_of(router, "allow-bad")
+    detail = invalid_annotation_detail(router, "allow-bad")
     assert "whitelist-source-range" in detail and "fail closed" in detail, detail
     assert get(router, "allow-bad").status == 403
     assert get(router, "allow-bad", headers=[("X-Forwarded-For", "10.0.0.1")]).status == 403
@@ -440,7 +433,7 @@ def test_cors_headers_on_responses(router):
 
 
 def test_invalid_cors_value_keeps_the_default(router):
-    assert "cors-allow-methods" in problem_of(router, "cors-bad")
+    assert "cors-allow-methods" in invalid_annotation_detail(router, "cors-bad")
     r = get(router, "cors-bad", "/", method="OPTIONS",
             headers=[("Origin", "https://x.example"), ("Access-Control-Request-Method", "GET")])
     assert r.status == 204 and r.header("access-control-allow-methods") == "GET, PUT, POST, DELETE, PATCH, OPTIONS"
@@ -453,7 +446,7 @@ def test_upstream_vhost_and_forwarded_prefix(router):
     got = get(router, "vhost", "/x").json()
     assert got["host"] == "internal.svc.example", got
     assert got["headers"]["x-forwarded-prefix"] == "/shop", got
-    assert "upstream-vhost" in problem_of(router, "vhost-bad")
+    assert "upstream-vhost" in invalid_annotation_detail(router, "vhost-bad")
     got = served(router, "vhost-bad").json()
     assert got["host"] == host("vhost-bad"), got
 
@@ -461,13 +454,13 @@ def test_upstream_vhost_and_forwarded_prefix(router):
 def test_response_headers(router):
     r = get(router, "headers", "/")
     assert r.status == 200 and r.header("x-frame-options") == "DENY" and r.header("x-team") == "payments", r
-    assert "Content-Length" in problem_of(router, "headers-bad") or "content-length" in problem_of(router, "headers-bad")
+    assert "Content-Length" in invalid_annotation_detail(router, "headers-bad") or "content-length" in invalid_annotation_detail(router, "headers-bad")
     r = served(router, "headers-bad")
     assert r.header("x-frame-options") is None
 
 
 def test_both_spellings_tandem_wins(router):
-    assert "both set" in problem_of(router, "both")
+    assert "both set" in invalid_annotation_detail(router, "both")
     assert get(router, "both", "/", method="POST", data=b"b" * 2048).status == 413
 
 
@@ -481,7 +474,7 @@ def test_backend_protocol(router):
     got = get(router, "force-http", "/p").json()
     assert (got["service"], got["proto"]) == ("h2", "HTTP/1.1"), got
     assert get(router, "plain", "/p").json()["proto"] == "HTTP/1.1"
-    detail = problem_of(router, "proto-bad")
+    detail = invalid_annotation_detail(router, "proto-bad")
     assert "not supported" in detail, detail
     assert served(router, "proto-bad").json()["proto"] == "HTTP/1.1"
 
@@ -504,7 +497,7 @@ def test_rewrite_with_capture_groups(router, path, want):
 
 
 def test_invalid_rewrite_is_reported_and_other_rules_served(router):
-    assert "rewrite-target" in problem_of(router, "rewrite-bad")
+    assert "rewrite-target" in invalid_annotation_detail(router, "rewrite-bad")
     # The target was refused: no rewrite; the valid regex path is still routed.
     r = get(router, "rewrite-bad", "/ok/thing")
     assert r.status == 200 and r.json()["path"] == "/ok/thing", r
@@ -558,7 +551,7 @@ def test_edge_ssl_redirect_and_force(edge):
     r = edge_get(edge, "forced.ann.test")
     assert (r.status, r.header("location")) == (308, f"https://forced.ann.test:{edge.https_port}/x?y=1"), r
     assert edge_get(edge, "notls.ann.test").status == 200
-    assert "force-ssl-redirect" in problem_of(edge, "edge-bad")
+    assert "force-ssl-redirect" in invalid_annotation_detail(edge, "edge-bad")
     assert edge_get(edge, "edgebad.ann.test").status == 200
 
 
@@ -603,7 +596,7 @@ def test_annotation_changes_are_served(router):
                    desc=f"X-Version {value} served within the reload SLA")
     # A new annotation with an invalid value is reported; the Ingress stays served.
     router.write("live.yaml", [ing("live", {NGX + "proxy-read-timeout": "forever"})])
-    assert "forever" in problem_of(router, "live")
+    assert "forever" in invalid_annotation_detail(router, "live")
     assert get(router, "live", "/").status == 200
 
 

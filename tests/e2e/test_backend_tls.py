@@ -25,7 +25,8 @@ import h2.connection
 import h2.events
 import pytest
 
-from e2e_lib import LOOPBACK, Endpoint, backend_objects, http_path, ingress, rule, wait_until
+from e2e_lib import (LOOPBACK, Endpoint, backend_objects, http_path, ingress, invalid_annotation_detail, rule,
+                     wait_until)
 from edge_support import Pki
 
 NGX = "nginx.ingress.kubernetes.io/"
@@ -229,15 +230,6 @@ def seen(router, case: str, path: str = "/p") -> dict:
     return r.json()
 
 
-def problem_of(router, name: str) -> str:
-    def find():
-        for e in router.json_logs():
-            if e.get("reason") == "invalid_annotation" and e.get("name") == name:
-                return e.get("detail", "")
-        return None
-    return wait_until(find, 10, desc=f"invalid_annotation logged for {name}")
-
-
 def test_https_without_sni_or_verification(router):
     got = seen(router, "https", "/p?q=1")
     assert got["proto"] == "HTTP/1.1" and got["path"] == "/p?q=1", got
@@ -300,7 +292,7 @@ def test_empty_trust_store_still_reaches_unverified_backends(bare_router):
     ("no-proto", "without backend-protocol"),
 ])
 def test_invalid_values_are_reported_and_the_route_served(router, case, needle):
-    assert needle in problem_of(router, case)
+    assert needle in invalid_annotation_detail(router, case)
     r = get(router, case, "/still")
     assert r.status == 200, r
     got = r.json()

@@ -18,7 +18,7 @@ from collections import Counter
 import pytest
 
 from e2e_lib import (LOOPBACK, MEASURE_SLACK, RELOAD_SLA, backend_objects, dead_endpoint, http_path,
-                     ingress, rule, wait_until)
+                     ingress, invalid_annotation_detail, rule, wait_until)
 from metrics_support import scrape
 
 NGX = "nginx.ingress.kubernetes.io/"
@@ -378,15 +378,6 @@ def test_draining_endpoint_keeps_its_sessions_only(setup):
     c.close()
 
 
-def problem_of(router, name: str) -> str:
-    def find():
-        for e in router.json_logs():
-            if e.get("reason") == "invalid_annotation" and e.get("name") == name:
-                return e.get("detail", "")
-        return None
-    return wait_until(find, 10, desc=f"invalid_annotation logged for {name}")
-
-
 @pytest.mark.parametrize("case,annotation", [
     ("bad-lb", "load-balance"),
     ("bad-hash", "upstream-hash-by"),
@@ -399,7 +390,7 @@ def problem_of(router, name: str) -> str:
 ])
 def test_invalid_values_are_reported_and_the_route_served(setup, case, annotation):
     router, _ = setup
-    assert annotation in problem_of(router, case)
+    assert annotation in invalid_annotation_detail(router, case)
     c = Client(router, case)
     status, pod, _ = c.get()
     c.close()
