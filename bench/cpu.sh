@@ -29,15 +29,7 @@ mkdir -p "$RESULTS/raw"
 taskset -cp 0 $$ >/dev/null
 bench_tmp
 CLK=$(getconf CLK_TCK)
-PINGORA_PIDS=()
-cpu_cleanup() {
-  local p
-  # pingora-based processes: SIGINT stops at once (SIGTERM would drain first).
-  for p in "${PINGORA_PIDS[@]}"; do kill -INT "$p" 2>/dev/null || true; done
-  for p in "${PINGORA_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  bench_cleanup
-}
-trap cpu_cleanup EXIT
+trap bench_cleanup_pingora EXIT
 trap 'exit 143' INT TERM
 
 B=$BENCH_PORT_BASE
@@ -123,13 +115,7 @@ pid $BENCH_TMP/nginx.pid;
 error_log $BENCH_TMP/nginx/error.log warn;
 events { worker_connections 4096; }
 http {
-  access_log off;
-  client_body_temp_path $BENCH_TMP/nginx/body;
-  proxy_temp_path $BENCH_TMP/nginx/proxy;
-  fastcgi_temp_path $BENCH_TMP/nginx/fastcgi;
-  uwsgi_temp_path $BENCH_TMP/nginx/uwsgi;
-  scgi_temp_path $BENCH_TMP/nginx/scgi;
-  keepalive_requests 1000000;
+$(nginx_http_common)
   map \$http_upgrade \$connection_upgrade { default upgrade; '' ''; }
   map \$http_x_request_id \$req_id { default \$http_x_request_id; '' \$request_id; }
   log_format json escape=json '{"time":"\$time_iso8601","request_id":"\$req_id","remote_addr":"\$remote_addr",'

@@ -50,6 +50,30 @@ bench_cleanup() {
   for p in "${BENCH_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
 }
 
+# Pingora-based processes started by a script (cpu.sh, tls.sh) go here: SIGINT stops them at
+# once (SIGTERM would drain first). Then the usual clean-up.
+PINGORA_PIDS=()
+bench_cleanup_pingora() {
+  local p
+  for p in "${PINGORA_PIDS[@]}"; do kill -INT "$p" 2>/dev/null || true; done
+  for p in "${PINGORA_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  bench_cleanup
+}
+
+# The http-block lines every nginx baseline shares: no access log, temp files under BENCH_TMP,
+# long client keep-alive.
+nginx_http_common() {
+  cat <<N
+  access_log off;
+  client_body_temp_path $BENCH_TMP/nginx/body;
+  proxy_temp_path $BENCH_TMP/nginx/proxy;
+  fastcgi_temp_path $BENCH_TMP/nginx/fastcgi;
+  uwsgi_temp_path $BENCH_TMP/nginx/uwsgi;
+  scgi_temp_path $BENCH_TMP/nginx/scgi;
+  keepalive_requests 1000000;
+N
+}
+
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # start NAME LOGFILE CMD...: runs CMD in the background, remembers its pid in PID_<NAME>.

@@ -55,13 +55,7 @@ pid $BENCH_TMP/nginx.pid;
 error_log $BENCH_TMP/nginx/error.log warn;
 events { worker_connections 4096; }
 http {
-  access_log off;
-  client_body_temp_path $BENCH_TMP/nginx/body;
-  proxy_temp_path $BENCH_TMP/nginx/proxy;
-  fastcgi_temp_path $BENCH_TMP/nginx/fastcgi;
-  uwsgi_temp_path $BENCH_TMP/nginx/uwsgi;
-  scgi_temp_path $BENCH_TMP/nginx/scgi;
-  keepalive_requests 1000000;
+$(nginx_http_common)
   http2_max_requests 1000000;
   upstream router { server 127.0.0.1:$ROUTER; keepalive 128; keepalive_requests 1000000; }
   server {

@@ -31,14 +31,7 @@ mkdir -p "$RESULTS/raw"
 taskset -cp 0 $$ >/dev/null
 bench_tmp
 CLK=$(getconf CLK_TCK)
-PINGORA_PIDS=()
-tls_cleanup() {
-  local p
-  for p in "${PINGORA_PIDS[@]}"; do kill -INT "$p" 2>/dev/null || true; done
-  for p in "${PINGORA_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  bench_cleanup
-}
-trap tls_cleanup EXIT
+trap bench_cleanup_pingora EXIT
 trap 'exit 143' INT TERM
 
 read -ra SERVERS <<<"$TLS_SERVERS"
@@ -97,13 +90,7 @@ pid $BENCH_TMP/nginx/nginx-$2.pid;
 error_log $BENCH_TMP/nginx/error-$2.log warn;
 events { worker_connections 4096; }
 http {
-  access_log off;
-  client_body_temp_path $BENCH_TMP/nginx/body;
-  proxy_temp_path $BENCH_TMP/nginx/proxy;
-  fastcgi_temp_path $BENCH_TMP/nginx/fastcgi;
-  uwsgi_temp_path $BENCH_TMP/nginx/uwsgi;
-  scgi_temp_path $BENCH_TMP/nginx/scgi;
-  keepalive_requests 1000000;
+$(nginx_http_common)
   upstream echo { server 127.0.0.1:$ECHO; keepalive 128; keepalive_requests 1000000; }
   server {
     listen 127.0.0.1:$2 ssl http2;
@@ -225,7 +212,7 @@ if [[ $TLS_CALLGRIND != 1 || ${TLS_CPU:-1} == 1 ]]; then
         "$((u1 - u0))" "$((s1 - s0))" "$CLK" "$us" "$(basename "$raw")" | tee -a "$RESULTS/tls.tsv" >&2
     done
   done
-  tls_cleanup
+  bench_cleanup_pingora
   PINGORA_PIDS=(); BENCH_PIDS=()
   start echo "$BENCH_TMP/echo.log" taskset -c 0 "$BIN/echo-backend" --listen "127.0.0.1:$ECHO" --service echo
 fi
