@@ -75,6 +75,13 @@ impl<T: Clone> HostMap<T> {
         }
     }
 
+    /// Every configured host (`*.suffix` for a wildcard) with its value, exact hosts first.
+    pub fn entries(&self) -> impl Iterator<Item = (Cow<'_, str>, &T)> {
+        let exact = self.exact.iter().map(|(h, v)| (Cow::Borrowed(&**h), v));
+        let wildcard = (self.wildcard.iter()).map(|(s, v)| (Cow::Owned(format!("*.{s}")), v));
+        exact.chain(wildcard)
+    }
+
     /// Every value, exact hosts first.
     pub fn values(&self) -> impl Iterator<Item = &T> {
         self.exact.values().chain(self.wildcard.values())
@@ -139,6 +146,13 @@ mod tests {
         assert_eq!(m.get("example"), None);
         assert_eq!(m.get(".example"), None);
         assert_eq!(m.len(), 2);
+        let mut entries: Vec<(String, i32)> =
+            m.entries().map(|(h, v)| (h.into_owned(), *v)).collect();
+        entries.sort();
+        assert_eq!(
+            entries,
+            [("*.example".to_owned(), 2), ("a.example".to_owned(), 1)]
+        );
     }
 
     #[test]

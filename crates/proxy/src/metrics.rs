@@ -9,8 +9,8 @@ use std::sync::{Arc, OnceLock};
 
 use k8s_sync::Tier;
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Host label for a Host header no configuration names.
@@ -51,7 +51,6 @@ pub struct Metrics {
     pub unhealthy_endpoints: IntGaugeVec,
     pub tls_client_hellos: IntCounterVec,
     pub tls_handshakes: IntCounterVec,
-    pub certificate_not_after: GaugeVec,
 }
 
 fn counter(reg: &Registry, name: &str, help: &str, labels: &[&str], tier: &str) -> IntCounterVec {
@@ -135,17 +134,6 @@ impl Metrics {
         )
         .expect("static metric definition");
         r.register(Box::new(config_routes.clone()))
-            .expect("unique metric name");
-        let certificate_not_after = GaugeVec::new(
-            Opts::new(
-                "tandem_certificate_not_after_timestamp_seconds",
-                "Expiry (notAfter, unix time) of the certificate served per Secret and host.",
-            )
-            .const_label("tier", t),
-            &["namespace", "secret", "host"],
-        )
-        .expect("static metric definition");
-        r.register(Box::new(certificate_not_after.clone()))
             .expect("unique metric name");
         Arc::new(Self {
             tier,
@@ -273,7 +261,6 @@ impl Metrics {
                 &["result", "version"],
                 t,
             ),
-            certificate_not_after,
             registry: r,
         })
     }
@@ -283,6 +270,14 @@ impl Metrics {
         let seen = self.log_lines_dropped.get();
         if dropped > seen {
             self.log_lines_dropped.inc_by(dropped - seen);
+        }
+    }
+
+    /// Adds a collector whose series are made at scrape time from state kept elsewhere (e.g.
+    /// the edge's certificate expiry, read from the published certificate set).
+    pub fn register_collector(&self, collector: Box<dyn prometheus::core::Collector>) {
+        if let Err(e) = self.registry.register(collector) {
+            tracing::error!(error = %e, "cannot register a metrics collector");
         }
     }
 

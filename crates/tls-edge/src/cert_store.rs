@@ -41,6 +41,8 @@ pub struct ParsedCert {
     pub not_after: i64,
     /// DNS names of the leaf (subjectAltName, else the common name), lowercase.
     pub names: Arc<[Box<str>]>,
+    /// The Secret it came from (`None`: made or loaded by tandem itself).
+    pub secret: Option<k8s_sync::ObjectKey>,
 }
 
 impl ParsedCert {
@@ -98,6 +100,7 @@ impl ParsedCert {
             not_before,
             not_after,
             names: names.into(),
+            secret: None,
         })
     }
 
@@ -150,6 +153,11 @@ impl CertSet {
         self.default = default;
     }
 
+    /// Every host with its certificate (`*.suffix` for a wildcard).
+    pub fn hosts(&self) -> impl Iterator<Item = (std::borrow::Cow<'_, str>, &Arc<ParsedCert>)> {
+        self.hosts.entries()
+    }
+
     pub fn host_count(&self) -> usize {
         self.hosts.len()
     }
@@ -198,6 +206,11 @@ impl CertStore {
                 [c("default", "h2"), c("default", "http1")],
             ],
         }
+    }
+
+    /// The set published now.
+    pub fn current(&self) -> Arc<CertSet> {
+        self.set.load_full()
     }
 
     /// Publishes a new set; handshakes from now on use it, established connections are untouched.

@@ -97,9 +97,12 @@ fn main() -> anyhow::Result<()> {
         CertSet::new(fallback_cert.clone()),
         &metrics,
     ));
+    metrics.register_collector(Box::new(
+        tls_edge::CertificateExpiry::new(certs.clone(), Tier::TlsEdge)
+            .context("certificate expiry metric")?,
+    ));
     let publisher = Arc::new(EdgePublisher::new(
         state.route_publisher(),
-        metrics.clone(),
         certs.clone(),
         fallback_cert,
         default_secret.clone(),

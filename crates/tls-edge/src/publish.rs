@@ -13,7 +13,6 @@ use k8s_sync::{
     ConfigSink, ObjectKey, Problem, ProblemReason, TlsHostBinding, TlsSecret, Translation,
 };
 use proxy::RoutePublisher;
-use proxy::metrics::Metrics;
 
 use crate::cert_store::{CertSet, CertStore, ParsedCert};
 
@@ -43,8 +42,6 @@ struct SecretState {
     all: bool,
     /// The last published set.
     set: Option<CertSet>,
-    /// The expiry series set now: host → (Secret, notAfter).
-    expiry: HashMap<String, (ObjectKey, i64)>,
 }
 
 impl SecretState {
@@ -86,6 +83,10 @@ impl SecretState {
             for b in now.get(&h).into_iter().flat_map(|l| l.iter()) {
                 let hosts = self.hosts_of.entry(b.secret.clone()).or_default();
                 if let Err(i) = hosts.binary_search(&h) {
+                    if hosts.capacity() == 0 {
+                        // Most Secrets serve one host.
+                        hosts.reserve_exact(1);
+                    }
                     hosts.insert(i, h.clone());
                 }
             }
@@ -112,7 +113,6 @@ impl SecretState {
 
 pub struct EdgePublisher {
     routes: RoutePublisher,
-    metrics: Arc<Metrics>,
     certs: Arc<CertStore>,
     fallback_cert: Arc<ParsedCert>,
     default_secret: Option<ObjectKey>,
@@ -122,14 +122,12 @@ pub struct EdgePublisher {
 impl EdgePublisher {
     pub fn new(
         routes: RoutePublisher,
-        metrics: Arc<Metrics>,
         certs: Arc<CertStore>,
         fallback_cert: Arc<ParsedCert>,
         default_secret: Option<ObjectKey>,
     ) -> Self {
         Self {
             routes,
-            metrics,
             certs,
             fallback_cert,
             default_secret,
@@ -188,7 +186,8 @@ impl ConfigSink for EdgePublisher {
             }
             state.dirty_secrets.insert(key.clone());
             match ParsedCert::from_pem(&material.cert_pem, &material.key_pem) {
-                Ok(parsed) => {
+                Ok(mut parsed) => {
+                    parsed.secret = Some(key.clone());
                     if parsed.is_out_of_validity(now) {
                         tracing::warn!(secret = %key, ingress = %state.ingresses_of(&key),
                             not_before = parsed.not_before, not_after = parsed.not_after,
@@ -285,7 +284,6 @@ impl EdgePublisher {
             hosts.extend(bindings.keys().cloned());
             hosts.extend(state.by_host.keys().cloned());
         }
-        let gauge = &self.metrics.certificate_not_after;
         let changed = hosts.len();
         for host in hosts {
             // The first bound Secret with a good certificate serves the host; else the last
@@ -308,26 +306,7 @@ impl EdgePublisher {
                     None
                 }
             };
-            set.set(&host, served.as_ref().map(|(_, p)| p.clone()));
-            // Only the expiry series that changed are touched.
-            let now = served.map(|(secret, p)| (secret, p.not_after));
-            let before = state.expiry.get(&host);
-            if before != now.as_ref() {
-                if let Some((secret, _)) = before {
-                    let _ = gauge.remove_label_values(&[&secret.namespace, &secret.name, &host]);
-                }
-                match now {
-                    Some((secret, not_after)) => {
-                        gauge
-                            .with_label_values(&[&secret.namespace, &secret.name, &host])
-                            .set(not_after as f64);
-                        state.expiry.insert(host, (secret, not_after));
-                    }
-                    None => {
-                        state.expiry.remove(&host);
-                    }
-                }
-            }
+            set.set(&host, served.map(|(_, p)| p));
         }
         tracing::info!(
             hosts = set.host_count(),
