@@ -426,6 +426,8 @@ pub(crate) fn merge_host<'a>(
             }));
         }
     }
+    // Kept (shared) until the host changes: no spare capacity.
+    routes.shrink_to_fit();
     (routes, problems)
 }
 

@@ -122,6 +122,22 @@ pub struct Translator {
     served_keys: imbl::OrdSet<ObjectKey>,
 }
 
+/// Inserts into a sorted Vec kept per host or per object: the first element gets a Vec of
+/// capacity one (`Vec::insert` would reserve four, and most of these hold one element).
+fn insert_at<T>(v: &mut Vec<T>, i: usize, x: T) {
+    if v.capacity() == 0 {
+        v.reserve_exact(1);
+    }
+    v.insert(i, x);
+}
+
+/// Inserts into a sorted Vec unless it holds an equal element already.
+fn insert_sorted<T: Ord + Clone>(v: &mut Vec<T>, x: &T) {
+    if let Err(i) = v.binary_search(x) {
+        insert_at(v, i, x.clone());
+    }
+}
+
 /// Backends a list of routes (or a default backend) names, with the naming Ingress.
 /// A small multiset kept sorted in a Vec: most have one or two members, and a map per entry
 /// would cost a node allocation of several hundred bytes each.
@@ -138,7 +154,7 @@ impl<T: Ord + Clone> Counts<T> {
     fn add(&mut self, v: &T) {
         match self.0.binary_search_by(|(x, _)| x.cmp(v)) {
             Ok(i) => self.0[i].1 += 1,
-            Err(i) => self.0.insert(i, (v.clone(), 1)),
+            Err(i) => insert_at(&mut self.0, i, (v.clone(), 1)),
         }
     }
 
@@ -299,9 +315,7 @@ impl Translator {
                     let out = parse_ingress(key, ing, &self.settings);
                     for h in out.host_keys() {
                         let ages = self.by_host.entry(h.to_owned()).or_default();
-                        if let Err(i) = ages.binary_search(&out.age) {
-                            ages.insert(i, out.age.clone());
-                        }
+                        insert_sorted(ages, &out.age);
                         dirty_hosts.insert(h.to_owned());
                     }
                     self.add_tls(&out, &mut tls);
@@ -518,7 +532,7 @@ impl Translator {
                 .get(&(b.namespace.clone(), b.service.clone()))
                 .into_iter()
                 .flatten()
-                .filter_map(|k| snapshot.endpoint_slices.get(k));
+                .filter_map(|k| snapshot.endpoint_slices.get(k).map(|s| &**s));
             let resolved = super::resolve_backend(snapshot, &b, blame, slices, &mut problems);
             if self.endpoints.0.get(&b) != Some(&resolved) {
                 self.endpoints.0.insert(b.clone(), resolved);
@@ -620,9 +634,7 @@ impl Translator {
     fn add_tls(&mut self, out: &IngressOut, dirt: &mut TlsDirt) {
         for h in out.tls_host_keys() {
             let ages = self.tls_by_host.entry(h.to_owned()).or_default();
-            if let Err(i) = ages.binary_search(&out.age) {
-                ages.insert(i, out.age.clone());
-            }
+            insert_sorted(ages, &out.age);
             dirt.hosts.insert(h.to_owned());
         }
         for b in &out.tls {
