@@ -629,9 +629,10 @@ pub(crate) fn service_of_slice(key: &ObjectKey, slice: &EndpointSlice) -> Option
         .map(|svc| (key.namespace.clone(), svc.clone()))
 }
 
-/// Resolves one backend to its ready endpoint addresses, given the EndpointSlices of its
-/// Service. A backend that cannot be resolved keeps its routes (they answer 503, as a missing
-/// Service does elsewhere) and is reported against `ingress`, an Ingress that names it.
+/// Resolves one backend to its ready (and draining) endpoint addresses and their weights, given
+/// the EndpointSlices of its Service. A backend that cannot be resolved keeps its routes (they
+/// answer 503, as a missing Service does elsewhere) and is reported against `ingress`, an
+/// Ingress that names it; invalid weight annotations are reported against the Service.
 pub(crate) fn resolve_backend<'a>(
     snapshot: &Snapshot,
     backend: &BackendKey,

@@ -427,8 +427,14 @@ impl Backend {
         let r = balance::mix(seed as u64 ^ 0x9e37_79b9_7f4a_7c15);
         let eligible = |i: usize| !tried.contains(&eps.ready[i]) && self.available(&eps.states[i]);
         if let Some(schedule) = eps.schedule.as_deref() {
-            let (a, b) = Self::weighted_draw(schedule, r, eligible)
-                .or_else(|| self.round_robin(eps, seed, tried).map(|i| (i, i)))?;
+            // Two draws from the schedule (an endpoint's chance is its weight's share); the
+            // second one draws again when it got the first.
+            let Some(a) = eps.scheduled(schedule, r as usize, eligible) else {
+                return self.round_robin(eps, seed, tried);
+            };
+            let b = eps
+                .scheduled(schedule, (r >> 32) as usize, |i| i != a && eligible(i))
+                .unwrap_or(a);
             return Some(Self::cheaper(eps, a, b, algorithm));
         }
         let (a, b) = if n == 1 {
@@ -456,27 +462,6 @@ impl Backend {
             (nth(ka)?, nth(kb)?)
         };
         Some(Self::cheaper(eps, a, b, algorithm))
-    }
-
-    /// Two draws from the weighted schedule (an endpoint's chance is its weight's share), the
-    /// second one moved on to the next other endpoint when it drew the first again. Ineligible
-    /// entries are skipped over, walking the schedule; `None` when none is eligible.
-    fn weighted_draw(
-        schedule: &[u32],
-        r: u64,
-        eligible: impl Fn(usize) -> bool,
-    ) -> Option<(usize, usize)> {
-        let len = schedule.len();
-        let from = |pos: usize| {
-            (0..len)
-                .map(move |k| schedule[(pos + k) % len] as usize)
-                .filter(|i| eligible(*i))
-        };
-        let a = from((r % len as u64) as usize).next()?;
-        let b = from(((r >> 32) % len as u64) as usize)
-            .find(|i| *i != a)
-            .unwrap_or(a);
-        Some((a, b))
     }
 
     /// Of two ready endpoints, the one of lower cost (the first on a tie).
