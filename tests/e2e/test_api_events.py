@@ -125,3 +125,25 @@ def test_ingress_class_of_another_controller_gets_events(env, cluster):
     # Fixed: the IngressClass names our controller → served.
     cluster.put(ingress_class(ROUTER_CLASS))
     wait_until(lambda: router.get("/foreign").service == "svc-a", 5, desc="served once the class is ours")
+
+
+def test_invalid_service_weights_get_an_event_on_the_service(env, cluster):
+    """An invalid `tandem.dev/endpoint-weights` is reported on the Service (kubectl describe
+    service shows it); the Service is still served, unweighted."""
+    ip = backend_ip()
+    a = env.echo("svc-w", host=ip)
+    cluster.put(ingress_class(ROUTER_CLASS))
+    docs = backend_objects("svc-w", [a], namespace=cluster.ns)
+    docs[0]["metadata"]["annotations"] = {"tandem.dev/endpoint-weights": f"{ip}=999"}
+    cluster.put_many(docs)
+    cluster.put(ingress("weighted", [rule(None, http_path("/w", "svc-w"))], namespace=cluster.ns))
+    router = start_router(env, cluster, ["--publish-status-address", "10.0.0.1"], pod_name="sw", client_id="sw")
+
+    def on_service():
+        return [e for e in cluster.events(involved="svc-w") if "endpoint-weights" in event_text(e)]
+
+    e = wait_until(on_service, 10, interval=0.1, desc="Event on Service svc-w naming the annotation")[0]
+    regarding = e.get("regarding") or e.get("involvedObject") or {}
+    assert regarding.get("kind") == "Service" and regarding.get("namespace") == cluster.ns, e
+    assert e.get("type") == "Warning" and "invalid_annotation" in event_text(e), e
+    wait_until(lambda: router.get("/w").service == "svc-w", 5, desc="the Service still served")

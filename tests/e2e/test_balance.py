@@ -3,7 +3,10 @@ about 1/N of the keys move when an endpoint joins), `load-balance: ewma` (a slow
 its share) and `least_request` (under concurrency), passive outlier ejection (`tandem.dev/outlier-*`: a failing endpoint stops getting
 traffic and gets it back after its ejection time), cookie affinity (`affinity: cookie` and
 `session-cookie-*`), draining (an endpoint that is terminating but still serving gets no new
-sessions, its pinned sessions keep going), active health checks, and invalid values reported with the route served.
+sessions, its pinned sessions keep going), active health checks, endpoint weights set on the
+Service (`tandem.dev/endpoint-weights` by address, `tandem.dev/zone-weights` by EndpointSlice
+zone: exact shares per cycle, weight 0 gets nothing new, changed at runtime), and invalid values
+reported with the route served.
 
 Each case is its own Ingress with its own host `<case>.lb.test` and its own Service.
 """
@@ -79,6 +82,22 @@ def cookie_of(set_cookie: str | None, name: str = "INGRESSCOOKIE") -> str | None
     return set_cookie.split(";", 1)[0].split("=", 1)[1]
 
 
+def weighted(docs: list[dict], annotations: dict, zones: dict | None = None) -> list[dict]:
+    """backend_objects with annotations on the Service and, per pod, an EndpointSlice zone."""
+    docs = [dict(d) for d in docs]
+    docs[0] = {**docs[0], "metadata": {**docs[0]["metadata"], "annotations": annotations}}
+    for d in docs[1:] if zones else []:
+        for e in d["endpoints"]:
+            pod = e["targetRef"]["name"]
+            if pod in zones:
+                e["zone"] = zones[pod]
+    return docs
+
+
+def wrr_objects(b: dict, weights: str) -> list[dict]:
+    return weighted(backend_objects("wrr", b["wrr"]), {TD + "endpoint-weights": weights})
+
+
 def with_conditions(service: str, eps: list, conditions: dict) -> list[dict]:
     """backend_objects for echo backends, with EndpointSlice conditions per pod."""
     docs = backend_objects(service, eps)
@@ -105,6 +124,12 @@ def setup(module_env):
     b["app"] = [e.echo("app")]
     b["checked"] = [e.echo("checked", "sick", args=["--status", "503"])] + [e.echo("checked", f"well-{i}") for i in range(2)]
     b["allsick"] = [e.echo("allsick", f"sick-{i}", args=["--status", "503"]) for i in range(2)]
+    # Weighted: "heavy" alone on 127.0.0.2 (weighted by IP), the others by ip:port.
+    b["wrr"] = [e.echo("wrr", "heavy", host="127.0.0.2"), e.echo("wrr", "light"), e.echo("wrr", "off")]
+    b["zone"] = [e.echo("zone", "a0"), e.echo("zone", "a1"), e.echo("zone", "b0")]
+    b["wbad"] = [e.echo("wbad", f"p{i}") for i in range(2)]
+    b["legacy"] = [e.echo("legacy", f"m{i}") for i in range(2)]
+    b["wzero"] = [e.echo("wzero", f"p{i}") for i in range(2)]
     dead = dead_endpoint()
     outlier = {TD + "outlier-consecutive-failures": "3", TD + "outlier-ejection-time": f"{EJECTION_S}s"}
     checks = {TD + "health-check-path": "/healthz", TD + "health-check-interval": "200ms",
@@ -134,7 +159,25 @@ def setup(module_env):
         ing("bad-ejection", {TD + "outlier-ejection-time": "forever"}, "app"),
         ing("bad-check", {TD + "health-check-path": "healthz"}, "app"),
         ing("bad-check-interval", {TD + "health-check-path": "/h", TD + "health-check-interval": "0ms"}, "app"),
+        ing("wrr", {}),
+        ing("wrr-sticky", {NGX + "affinity": "cookie"}, "wrr"),
+        ing("zone", {}),
+        ing("wbad", {}),
+        ing("legacy", {}),
+        ing("wzero", {}),
     ]
+    heavy, light, off = b["wrr"]
+    weights = (wrr_objects(b, f"127.0.0.2=3, {light.addr}=1, {off.addr}=0")
+               + weighted(backend_objects("zone", b["zone"]), {TD + "zone-weights": "zone-a=1, zone-b=2"},
+                          {"a0": "zone-a", "a1": "zone-a", "b0": "zone-b"})
+               # A selector-less Service with hand-written v1 Endpoints (legacy machines).
+               + weighted(backend_objects("legacy", b["legacy"], mode="endpoints"),
+                          {TD + "endpoint-weights": f"{b['legacy'][0].addr}=2, {b['legacy'][1].addr}=1"})
+               # Out of range: reported, every endpoint weighs 1.
+               + weighted(backend_objects("wbad", b["wbad"]), {TD + "endpoint-weights": f"{b['wbad'][0].addr}=300"})
+               # Every ready endpoint at 0: reported, all weigh 1.
+               + weighted(backend_objects("wzero", b["wzero"]),
+                          {TD + "endpoint-weights": ", ".join(f"{x.addr}=0" for x in b["wzero"])}))
     services = (backend_objects("rr", b["rr"]) + backend_objects("ewma", b["ewma"])
                 + backend_objects("lr", b["lr"])
                 + backend_objects("flaky", b["flaky"])
@@ -145,6 +188,7 @@ def setup(module_env):
         "services.yaml": services,
         "hash.yaml": backend_objects("hash", b["hash"][:10]),
         "drain.yaml": backend_objects("drain", b["drain"]),
+        "weights.yaml": weights,
         "ingresses.yaml": docs,
     }, ["--trusted-proxies", "127.0.0.1/32"])
     b["dead"] = dead
@@ -433,3 +477,116 @@ def test_health_checks_never_empty_a_backend(setup):
     got = Counter((status, pod) for status, pod, _ in c.many(20))
     c.close()
     assert got == Counter({(503, "sick-0"): 10, (503, "sick-1"): 10}), got
+
+
+def _shares(router, case: str, n: int) -> Counter:
+    c = Client(router, case)
+    got = Counter(pod if status == 200 else f"status {status}" for status, pod, _ in c.many(n))
+    c.close()
+    return got
+
+
+def test_weighted_round_robin_shares(setup):
+    """Weights 3:1:0 over 400 requests: 300/100/0 (exact per cycle of 4; ±5 % allowed)."""
+    router, _ = setup
+    got = _shares(router, "wrr", 400)
+    print(f"weights 3:1:0 (127.0.0.2=3 by IP, ip:port=1, ip:port=0): {dict(got)} of 400")
+    assert sum(got.values()) == 400 and set(got) <= {"heavy", "light"}, got
+    assert 285 <= got["heavy"] <= 315 and 95 <= got["light"] <= 105, got
+    assert got["off"] == 0, got
+
+
+def test_weights_of_a_selector_less_service(setup):
+    """v1 Endpoints, weights 2:1 by ip:port → 200/100 of 300."""
+    router, _ = setup
+    got = _shares(router, "legacy", 300)
+    print(f"selector-less Service, weights 2:1: {dict(got)} of 300")
+    assert sum(got.values()) == 300 and 190 <= got["m0"] <= 210 and 95 <= got["m1"] <= 105, got
+
+
+def test_weighted_round_robin_interleaves(setup):
+    """Smooth, not blocked: the light endpoint's turn comes once in every 4 requests."""
+    router, _ = setup
+    c = Client(router, "wrr")
+    pods = [pod for _, pod, _ in c.many(40)]
+    c.close()
+    at = [i for i, p in enumerate(pods) if p == "light"]
+    assert len(at) == 10 and all(b - a == 4 for a, b in zip(at, at[1:])), pods
+
+
+def test_zone_weights(setup):
+    """zone-a=1, zone-b=2 over EndpointSlice zones: a0, a1 at 1, b0 at 2 → 100/100/200 of 400."""
+    router, _ = setup
+    got = _shares(router, "zone", 400)
+    print(f"zone weights zone-a=1 (a0, a1), zone-b=2 (b0): {dict(got)} of 400")
+    assert sum(got.values()) == 400, got
+    assert 190 <= got["b0"] <= 210 and all(95 <= got[p] <= 105 for p in ("a0", "a1")), got
+
+
+def test_weight_change_at_runtime(setup):
+    """Changing the Service annotation changes the shares without restart: 3:1:0 → 1:1:2, and
+    back. A session pinned to an endpoint whose weight went to 0 stays there (like draining);
+    new sessions never go there."""
+    router, b = setup
+    heavy, light, off = b["wrr"]
+    started = time.monotonic()
+    router.write("weights.yaml", [d for d in _read(router, "weights.yaml") if not _is_wrr(d)]
+                 + wrr_objects(b, f"127.0.0.2=1, {light.addr}=1, {off.addr}=2"))
+    c = Client(router, "wrr")
+    wait_until(lambda: Counter(p for _, p, _ in c.many(8))["off"] == 4, RELOAD_SLA + MEASURE_SLACK + 2,
+               desc="the new weights served")
+    took = time.monotonic() - started
+    c.close()
+    got = _shares(router, "wrr", 400)
+    print(f"after the change to 1:1:2 ({took:.2f}s): {dict(got)} of 400")
+    try:
+        assert sum(got.values()) == 400, got
+        assert 190 <= got["off"] <= 210 and all(95 <= got[p] <= 105 for p in ("heavy", "light")), got
+        assert router.proc.alive(), "the router exited"
+        # A session pinned to "off" while it weighs 2.
+        c = Client(router, "wrr-sticky")
+        pinned = next((cookie_of(sc) for _, p, sc in c.many(8) if p == "off"), None)
+        c.close()
+        assert pinned, "no new session went to the endpoint of weight 2 in 8"
+    finally:
+        router.write("weights.yaml", [d for d in _read(router, "weights.yaml") if not _is_wrr(d)]
+                     + wrr_objects(b, f"127.0.0.2=3, {light.addr}=1, {off.addr}=0"))
+        c = Client(router, "wrr")
+        wait_until(lambda: Counter(p for _, p, _ in c.many(8))["off"] == 0, RELOAD_SLA + MEASURE_SLACK + 2,
+                   desc="weights restored")
+        c.close()
+    c = Client(router, "wrr-sticky")
+    kept = Counter(p for _, p, _ in c.many(40, headers={"Cookie": f"INGRESSCOOKIE={pinned}"}))
+    fresh = Counter(p for _, p, _ in c.many(40))
+    c.close()
+    print(f"weight 0: pinned session {dict(kept)}, new sessions {dict(fresh)}")
+    assert kept == Counter({"off": 40}), kept
+    assert fresh["off"] == 0 and fresh["heavy"] == 30 and fresh["light"] == 10, fresh
+
+
+def _is_wrr(doc: dict) -> bool:
+    meta = doc.get("metadata", {})
+    return meta.get("name") == "wrr" or meta.get("labels", {}).get("kubernetes.io/service-name") == "wrr"
+
+
+def test_invalid_weights_are_reported_and_the_service_served_unweighted(setup):
+    router, _ = setup
+    detail = invalid_annotation_detail(router, "wbad")
+    assert "endpoint-weights" in detail and "300" in detail, detail
+    entry = next(e for e in router.json_logs() if e.get("reason") == "invalid_annotation" and e.get("name") == "wbad")
+    assert entry.get("kind") == "Service", entry
+    got = _shares(router, "wbad", 100)
+    assert got == Counter({"p0": 50, "p1": 50}), got
+    exp = scrape(router.admin_port)
+    assert exp.value("tandem_config_problems", kind="Service", reason="invalid_annotation") >= 1
+
+
+def test_all_zero_weights_are_reported_and_read_as_one(setup):
+    router, _ = setup
+    found = wait_until(lambda: [e for e in router.json_logs()
+                                if e.get("reason") == "all_weights_zero" and e.get("name") == "wzero"],
+                       10, desc="all_weights_zero logged")
+    assert found[0].get("kind") == "Service", found
+    got = _shares(router, "wzero", 100)
+    assert got == Counter({"p0": 50, "p1": 50}), got
+    assert scrape(router.admin_port).value("tandem_config_problems", kind="Service", reason="all_weights_zero") == 1

@@ -25,6 +25,7 @@ mod upstream_tls;
 pub use canary::{CanaryRule, HeaderMatch, Verdict};
 pub use upstream_tls::UpstreamTls;
 pub mod balance;
+pub mod weights;
 pub use balance::Balance;
 
 /// A regex path as routed: its Prefix, `implementation_specific` (always true: regex paths are

@@ -230,6 +230,11 @@ pub struct ResolvedBackend {
     /// serving): no new sessions, but requests pinned to them (affinity cookie, hash key) keep
     /// going there. Never in `addrs`.
     pub draining: Vec<SocketAddr>,
+    /// The weight of each endpoint, those of `addrs` then those of `draining` (0 to 256, from
+    /// the Service's `tandem.dev/endpoint-weights` / `zone-weights`), or empty when they are all
+    /// equal (no weights set: the common case). Not all 0 over `addrs`: such weights are
+    /// reported and read as 1.
+    pub weights: Vec<u16>,
 }
 
 /// Ready endpoints per backend. Churns far more often than routes, so it is published apart.

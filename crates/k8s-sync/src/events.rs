@@ -1,5 +1,5 @@
-//! Kubernetes Events for rejected Ingresses and Secrets, so `kubectl describe` shows why an
-//! object is not served. Only problems new since the last rebuild are sent, and each
+//! Kubernetes Events for rejected Ingresses and Secrets (and Services with invalid weight
+//! annotations), so `kubectl describe` shows why an object is not served as written. Only problems new since the last rebuild are sent, and each
 //! (object, reason) at most once per [`EVENT_INTERVAL`], so a broken object cannot flood the API.
 
 use std::collections::{BTreeSet, HashMap};
@@ -33,6 +33,7 @@ impl SyncObserver for EventObserver {
                     snapshot.ingresses.get(&key).map(|o| &o.metadata),
                 ),
                 "Secret" => ("v1", snapshot.secrets.get(&key).map(|o| &o.metadata)),
+                "Service" => ("v1", snapshot.services.get(&key).map(|o| &o.metadata)),
                 _ => continue,
             };
             let reference = ObjectReference {

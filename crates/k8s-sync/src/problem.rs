@@ -32,6 +32,8 @@ pub enum ProblemReason {
     /// A manifest file (kind `ManifestFile`, name = its path) or a directory entry that could
     /// not be read; the file's last good objects stay in force.
     ManifestRejected,
+    /// Every ready endpoint of a Service port has weight 0 (then all are weighted 1).
+    AllWeightsZero,
 }
 
 impl ProblemReason {
@@ -60,6 +62,7 @@ impl ProblemReason {
             Self::CanaryWithoutMain => "canary_without_main",
             Self::CanaryConflict => "canary_conflict",
             Self::ManifestRejected => "manifest_rejected",
+            Self::AllWeightsZero => "all_weights_zero",
         }
     }
 }

@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 
+use crate::annotations::weights::ServiceWeights;
 use crate::config::{
     BackendKey, BackendProtocol, Canary, EndpointSet, IngressRef, PathMatch, ResolvedBackend,
     Route, RoutingConfig, ServicePortRef, TlsBinding, TlsSecret,
@@ -630,9 +631,10 @@ pub(crate) fn service_of_slice(key: &ObjectKey, slice: &EndpointSlice) -> Option
         .map(|svc| (key.namespace.clone(), svc.clone()))
 }
 
-/// Resolves one backend to its ready endpoint addresses, given the EndpointSlices of its
-/// Service. A backend that cannot be resolved keeps its routes (they answer 503, as a missing
-/// Service does elsewhere) and is reported against `ingress`, an Ingress that names it.
+/// Resolves one backend to its ready (and draining) endpoint addresses and their weights, given
+/// the EndpointSlices of its Service. A backend that cannot be resolved keeps its routes (they
+/// answer 503, as a missing Service does elsewhere) and is reported against `ingress`, an
+/// Ingress that names it; invalid weight annotations are reported against the Service.
 pub(crate) fn resolve_backend<'a>(
     snapshot: &Snapshot,
     backend: &BackendKey,
@@ -687,8 +689,8 @@ pub(crate) fn resolve_backend<'a>(
             ));
             BackendProtocol::Http1
         });
-    let mut addrs = Vec::new();
-    let mut draining = Vec::new();
+    let mut addrs: Vec<(SocketAddr, Option<&str>)> = Vec::new();
+    let mut draining: Vec<(SocketAddr, Option<&str>)> = Vec::new();
     let mut slices = slices.peekable();
     if slices.peek().is_some() {
         for slice in slices {
@@ -709,7 +711,8 @@ pub(crate) fn resolve_backend<'a>(
                     (false, true) => &mut draining,
                     (false, false) => continue,
                 };
-                push_addrs(list, ep.addresses.iter().map(String::as_str), p);
+                let ips = ep.addresses.iter().map(String::as_str);
+                push_addrs(list, ips, p, ep.zone.as_deref());
             }
         }
     } else if let Some(eps) = snapshot.endpoints.get(&svc_key) {
@@ -722,20 +725,78 @@ pub(crate) fn resolve_backend<'a>(
                 continue;
             };
             let ips = subset.addresses.iter().flatten().map(|a| a.ip.as_str());
-            push_addrs(&mut addrs, ips, p);
+            push_addrs(&mut addrs, ips, p, None);
         }
     }
-    addrs.sort();
-    addrs.dedup();
-    draining.sort();
-    draining.dedup();
-    // An address ready in one slice and draining in another (a slice lagging behind) is ready.
-    draining.retain(|a| addrs.binary_search(a).is_err());
-    ResolvedBackend {
-        addrs,
-        protocol,
-        draining,
+    // Stable: an address in several slices keeps the zone of the first.
+    for list in [&mut addrs, &mut draining] {
+        list.sort_by_key(|(a, _)| *a);
+        list.dedup_by_key(|(a, _)| *a);
     }
+    // An address ready in one slice and draining in another (a slice lagging behind) is ready.
+    draining.retain(|(a, _)| addrs.binary_search_by_key(a, |(x, _)| *x).is_err());
+    let weights = endpoint_weights(
+        service,
+        &svc_key,
+        &backend.port,
+        &addrs,
+        &draining,
+        problems,
+    );
+    ResolvedBackend {
+        addrs: addrs.into_iter().map(|(a, _)| a).collect(),
+        protocol,
+        draining: draining.into_iter().map(|(a, _)| a).collect(),
+        weights,
+    }
+}
+
+/// The weights of a backend's endpoints (ready, then draining) from its Service's
+/// annotations; empty when they are all equal. Invalid annotations and all-zero ready weights
+/// are reported against the Service.
+fn endpoint_weights(
+    service: &Service,
+    svc_key: &ObjectKey,
+    port: &ServicePortRef,
+    ready: &[(SocketAddr, Option<&str>)],
+    draining: &[(SocketAddr, Option<&str>)],
+    problems: &mut Vec<Problem>,
+) -> Vec<u16> {
+    let problem = |reason, detail: String| Problem {
+        kind: "Service",
+        namespace: svc_key.namespace.clone(),
+        name: svc_key.name.clone(),
+        reason,
+        detail,
+    };
+    let (weights, invalid) = ServiceWeights::parse(service.metadata.annotations.as_ref());
+    problems.extend(
+        invalid
+            .into_iter()
+            .map(|d| problem(ProblemReason::InvalidAnnotation, d)),
+    );
+    if weights.is_empty() {
+        return Vec::new();
+    }
+    let mut out: Vec<u16> = ready
+        .iter()
+        .chain(draining)
+        .map(|(a, zone)| weights.weight(*a, *zone))
+        .collect();
+    let n = ready.len();
+    if n > 0 && out[..n].iter().all(|w| *w == 0) {
+        problems.push(problem(
+            ProblemReason::AllWeightsZero,
+            format!(
+                "every ready endpoint of port {port} has weight 0; all are weighted 1 (weights never empty a backend)"
+            ),
+        ));
+        out[..n].fill(1);
+    }
+    if out.windows(2).all(|w| w[0] == w[1]) {
+        return Vec::new();
+    }
+    out
 }
 
 /// The endpoint port behind a Service port: the one of the same name, or the only one when the
@@ -760,13 +821,18 @@ fn find_service_port<'a>(service: &'a Service, port: &ServicePortRef) -> Option<
     })
 }
 
-fn push_addrs<'a>(out: &mut Vec<SocketAddr>, ips: impl Iterator<Item = &'a str>, port: i32) {
+fn push_addrs<'a, 'z>(
+    out: &mut Vec<(SocketAddr, Option<&'z str>)>,
+    ips: impl Iterator<Item = &'a str>,
+    port: i32,
+    zone: Option<&'z str>,
+) {
     let Ok(port) = u16::try_from(port) else {
         return;
     };
     for ip in ips {
         if let Ok(ip) = ip.parse::<IpAddr>() {
-            out.push(SocketAddr::new(ip, port));
+            out.push((SocketAddr::new(ip, port), zone));
         }
     }
 }

@@ -4,7 +4,9 @@
 //! carries over for every address still present.
 //!
 //! A route without balancing annotations picks round-robin over the ready endpoints with one
-//! atomic increment (plus one load that tells whether any endpoint is out of rotation).
+//! atomic increment (plus one load that tells whether any endpoint is out of rotation). When the
+//! Service weighs its endpoints differently, each endpoint update builds a smooth weighted
+//! round-robin schedule once, and a pick is still one increment: `schedule[cursor % len]`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -27,6 +29,8 @@ const CONNECT_FAILURE_PENALTY: Duration = Duration::from_secs(1);
 /// Floor of an endpoint's EWMA cost, so that an endpoint without samples yet is still weighed
 /// by its requests in flight.
 const EWMA_FLOOR_NS: f64 = 100_000.0;
+/// Random schedule positions tried when the scheduled endpoint cannot be used, before walking.
+const REDRAWS: usize = 16;
 
 /// Nanoseconds since the first call, the clock of all balancing state (0 = never).
 fn now_ns() -> u64 {
@@ -145,6 +149,11 @@ struct Endpoints {
     /// The state of every serving endpoint: those of `ready` (same order), then the draining
     /// ones.
     states: Vec<Arc<EndpointState>>,
+    /// The weight of each of `states`, or empty when all are equal.
+    weights: Vec<u16>,
+    /// When the ready endpoints' weights differ: the smooth weighted round-robin order of
+    /// indices into `ready` (weight 0 never in it). `None`: plain round robin.
+    schedule: Option<Box<[u32]>>,
     /// The consistent-hash ring over `states`: built by the publisher once the backend is
     /// hashed, else by the first hashed request.
     ring: OnceLock<Ring>,
@@ -154,7 +163,53 @@ impl Endpoints {
     fn ring(&self) -> &Ring {
         self.ring.get_or_init(|| {
             let ids: Vec<u64> = self.states.iter().map(|s| s.id).collect();
-            Ring::build(&ids)
+            if self.weights.is_empty() {
+                Ring::build(&ids)
+            } else {
+                Ring::build_weighted(&ids, &self.weights)
+            }
+        })
+    }
+
+    /// The scheduled endpoint at `start` when `ok`. Else (an endpoint tried, ejected or
+    /// unhealthy) a few draws at random positions of the schedule, so the others share its
+    /// turns in proportion to their weights (walking on would hand them all to the endpoint
+    /// after it), then the next `ok` one walking the schedule. `None`: none is `ok`.
+    fn scheduled(
+        &self,
+        schedule: &[u32],
+        start: usize,
+        ok: impl Fn(usize) -> bool,
+    ) -> Option<usize> {
+        let len = schedule.len();
+        let first = schedule[start % len] as usize;
+        if ok(first) {
+            return Some(first);
+        }
+        let mut r = start as u64;
+        for _ in 0..REDRAWS {
+            r = balance::mix(r ^ 0x9e37_79b9_7f4a_7c15);
+            let i = schedule[(r % len as u64) as usize] as usize;
+            if ok(i) {
+                return Some(i);
+            }
+        }
+        self.order(start).find(|i| ok(*i))
+    }
+
+    /// Indices into `ready` in pick order from `start`: the schedule's (with repeats), or each
+    /// ready endpoint once.
+    fn order(&self, start: usize) -> impl Iterator<Item = usize> + Clone + '_ {
+        let n = self.ready.len();
+        let s = self.schedule.as_deref().unwrap_or(&[]);
+        let (len, scheduled) = if s.is_empty() {
+            (n, false)
+        } else {
+            (s.len(), true)
+        };
+        (0..len).map(move |i| {
+            let k = start.wrapping_add(i) % len;
+            if scheduled { s[k] as usize } else { k }
         })
     }
 }
@@ -264,6 +319,11 @@ impl Backend {
         }
         let start = self.cursor.fetch_add(1, Ordering::Relaxed);
         if self.out_of_rotation.load(Ordering::Relaxed) <= 0 {
+            if let Some(schedule) = eps.schedule.as_deref() {
+                return eps
+                    .scheduled(schedule, start, |i| !tried.contains(&eps.ready[i]))
+                    .map_or(Pick::Exhausted, |i| Pick::Endpoint(eps.ready[i]));
+            }
             return (0..eps.ready.len())
                 .map(|i| eps.ready[(start + i) % eps.ready.len()])
                 .find(|a| !tried.contains(a))
@@ -273,12 +333,19 @@ impl Backend {
             .map_or(Pick::Exhausted, |i| Pick::Endpoint(eps.ready[i]))
     }
 
-    /// The next ready endpoint from `start` not tried and not ejected; when all untried ones are
-    /// ejected, the next untried one (ejection never empties a backend).
+    /// The next ready endpoint from `start` (in schedule order, when weighted) not tried and
+    /// not ejected; when all untried ones are ejected, the next untried one (ejection never
+    /// empties a backend). Weight 0 is never picked here.
     fn round_robin(&self, eps: &Endpoints, start: usize, tried: &[SocketAddr]) -> Option<usize> {
-        let n = eps.ready.len();
         let untried = |i: &usize| !tried.contains(&eps.ready[*i]);
-        let mut order = (0..n).map(|i| (start + i) % n);
+        if let Some(schedule) = eps.schedule.as_deref() {
+            return eps
+                .scheduled(schedule, start, |i| {
+                    untried(&i) && self.available(&eps.states[i])
+                })
+                .or_else(|| eps.order(start).find(untried));
+        }
+        let mut order = eps.order(start);
         order
             .clone()
             .find(|i| untried(i) && self.available(&eps.states[*i]))
@@ -348,6 +415,7 @@ impl Backend {
 
     /// Power of two choices: two ready endpoints drawn at random (not tried, not ejected), the
     /// cheaper one wins. EWMA cost: latency EWMA × (in flight + 1); least-request: in flight.
+    /// Weighted endpoints are drawn from the schedule, so in proportion to their weights.
     fn two_choices(
         &self,
         eps: &Endpoints,
@@ -358,6 +426,17 @@ impl Backend {
         let n = eps.ready.len();
         let r = balance::mix(seed as u64 ^ 0x9e37_79b9_7f4a_7c15);
         let eligible = |i: usize| !tried.contains(&eps.ready[i]) && self.available(&eps.states[i]);
+        if let Some(schedule) = eps.schedule.as_deref() {
+            // Two draws from the schedule (an endpoint's chance is its weight's share); the
+            // second one draws again when it got the first.
+            let Some(a) = eps.scheduled(schedule, r as usize, eligible) else {
+                return self.round_robin(eps, seed, tried);
+            };
+            let b = eps
+                .scheduled(schedule, (r >> 32) as usize, |i| i != a && eligible(i))
+                .unwrap_or(a);
+            return Some(Self::cheaper(eps, a, b, algorithm));
+        }
         let (a, b) = if n == 1 {
             (0, 0)
         } else {
@@ -382,6 +461,11 @@ impl Backend {
             let nth = |k| (0..n).filter(|i| eligible(*i)).nth(k);
             (nth(ka)?, nth(kb)?)
         };
+        Some(Self::cheaper(eps, a, b, algorithm))
+    }
+
+    /// Of two ready endpoints, the one of lower cost (the first on a tie).
+    fn cheaper(eps: &Endpoints, a: usize, b: usize, algorithm: Algorithm) -> usize {
         let now = now_ns();
         let cost = |i: usize| {
             let s = &eps.states[i];
@@ -391,7 +475,7 @@ impl Backend {
                 _ => s.latency(now).max(EWMA_FLOOR_NS) * (in_flight + 1.0),
             }
         };
-        Some(if cost(b) < cost(a) { b } else { a })
+        if cost(b) < cost(a) { b } else { a }
     }
 
     /// Whether an endpoint is in rotation; an ejection whose time is up ends here.
@@ -599,7 +683,10 @@ impl Backend {
     fn update(&self, resolved: &ResolvedBackend) {
         let eps = self.endpoints.load();
         let draining = eps.states[eps.ready.len()..].iter().map(|s| s.addr);
-        if eps.ready != resolved.addrs || !draining.eq(resolved.draining.iter().copied()) {
+        if eps.ready != resolved.addrs
+            || !draining.eq(resolved.draining.iter().copied())
+            || eps.weights != resolved.weights
+        {
             let old: HashMap<SocketAddr, Arc<EndpointState>> =
                 eps.states.iter().map(|s| (s.addr, s.clone())).collect();
             let new = Endpoints::build(resolved, &old);
@@ -634,12 +721,32 @@ impl Endpoints {
                     .unwrap_or_else(|| Arc::new(EndpointState::new(*a)))
             })
             .collect();
+        let n = resolved.addrs.len();
+        // Weights are of every serving endpoint; the schedule is of the ready ones, and only
+        // when theirs differ.
+        let ready_weights = resolved.weights.get(..n).unwrap_or(&[]);
+        let schedule = ready_weights
+            .windows(2)
+            .any(|w| w[0] != w[1])
+            .then(|| balance::smooth_schedule(ready_weights).into_boxed_slice())
+            .filter(|s| !s.is_empty());
+        let weights = if resolved.weights.len() == states_len(resolved) {
+            resolved.weights.clone()
+        } else {
+            Vec::new()
+        };
         Self {
             ready: resolved.addrs.clone(),
             states,
+            weights,
+            schedule,
             ring: OnceLock::new(),
         }
     }
+}
+
+fn states_len(resolved: &ResolvedBackend) -> usize {
+    resolved.addrs.len() + resolved.draining.len()
 }
 
 /// Every backend in use, by key. Lives off the hot path (in the publisher); route tables hold
@@ -720,6 +827,7 @@ mod tests {
             addrs,
             protocol: BackendProtocol::Http1,
             draining: vec![],
+            weights: vec![],
         }
     }
 
@@ -761,6 +869,7 @@ mod tests {
                 addrs: vec!["127.0.0.1:2".parse().unwrap()],
                 protocol: BackendProtocol::H2c,
                 draining: vec![],
+                weights: vec![],
             },
         );
         reg.sync(&set);
@@ -972,6 +1081,147 @@ mod tests {
         assert_eq!(a.ejections.load(Ordering::Relaxed), 2);
         let left = a.ejected_until.load(Ordering::Relaxed) - now_ns();
         assert!(left > 300_000_000 && left <= 400_000_000, "{left}");
+    }
+
+    fn weighted(addrs: Vec<SocketAddr>, weights: Vec<u16>) -> ResolvedBackend {
+        ResolvedBackend {
+            addrs,
+            weights,
+            ..ResolvedBackend::default()
+        }
+    }
+
+    fn counts(picks: impl Iterator<Item = SocketAddr>) -> HashMap<SocketAddr, usize> {
+        let mut c = HashMap::new();
+        for p in picks {
+            *c.entry(p).or_insert(0) += 1;
+        }
+        c
+    }
+
+    fn plain_pick(be: &Backend, tried: &[SocketAddr]) -> SocketAddr {
+        match be.pick(tried) {
+            Pick::Endpoint(a) => a,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn weighted_round_robin_is_exact_per_cycle_and_skips_weight_zero() {
+        let a = addrs(3);
+        let be = Backend::new(key(), &weighted(a.clone(), vec![3, 1, 0]));
+        assert!(be.endpoints.load().schedule.is_some());
+        let c = counts((0..400).map(|_| plain_pick(&be, &[])));
+        assert_eq!(
+            (c.get(&a[0]), c.get(&a[1]), c.get(&a[2])),
+            (Some(&300), Some(&100), None)
+        );
+        // The same through a route with balancing annotations.
+        let bal = balance(Algorithm::RoundRobin);
+        let c = counts((0..400).map(|_| picked(&be, &bal, PickInput::default(), &[])));
+        assert_eq!((c[&a[0]], c[&a[1]], c.get(&a[2])), (300, 100, None));
+        // A retry goes to the other weighted endpoint; weight 0 takes no retry either.
+        assert_eq!(plain_pick(&be, &[a[0]]), a[1]);
+        assert_eq!(plain_pick(&be, &[a[1]]), a[0]);
+        assert_eq!(be.pick(&[a[0], a[1]]), Pick::Exhausted);
+        // An annotation change alone (same addresses) reaches the backend: 1:1 again, plain.
+        be.update(&weighted(a.clone(), vec![]));
+        assert!(be.endpoints.load().schedule.is_none());
+        let c = counts((0..300).map(|_| plain_pick(&be, &[])));
+        assert!(a.iter().all(|x| c[x] == 100), "{c:?}");
+        // Ready weights all equal but a draining one differs: plain round robin still.
+        be.update(&ResolvedBackend {
+            addrs: a[..2].to_vec(),
+            draining: vec![a[2]],
+            weights: vec![2, 2, 0],
+            ..ResolvedBackend::default()
+        });
+        let eps = be.endpoints.load();
+        assert!(eps.schedule.is_none() && eps.weights == [2, 2, 0]);
+    }
+
+    #[test]
+    fn weighted_round_robin_skips_ejected_endpoints() {
+        let a = addrs(4);
+        let be = Backend::new(key(), &weighted(a.clone(), vec![5, 1, 1, 1]));
+        let heavy = be.endpoints.load().states[0].clone();
+        let outlier = Outlier {
+            consecutive_failures: 1,
+            ejection: Duration::from_secs(60),
+        };
+        be.record_failure(&heavy, Some(&outlier), false);
+        assert!(heavy.is_ejected());
+        // Its turns are shared by the others alike (not all given to the one after it).
+        let c = counts((0..3000).map(|_| plain_pick(&be, &[])));
+        assert_eq!(c.get(&a[0]), None, "{c:?}");
+        assert!(a[1..].iter().all(|x| (900..1100).contains(&c[x])), "{c:?}");
+        let ewma = balance(Algorithm::Ewma);
+        assert!((0..100).all(|_| picked(&be, &ewma, PickInput::default(), &[]) != a[0]));
+    }
+
+    #[test]
+    fn two_choices_draw_by_weight() {
+        let a = addrs(3);
+        let be = Backend::new(key(), &weighted(a.clone(), vec![3, 1, 0]));
+        // Idle endpoints cost the same: the first draw wins, so picks follow the weights.
+        for alg in [Algorithm::LeastRequest, Algorithm::Ewma] {
+            let bal = balance(alg);
+            let c = counts((0..4000).map(|_| picked(&be, &bal, PickInput::default(), &[])));
+            assert_eq!(c.get(&a[2]), None, "{alg:?} {c:?}");
+            let share = c[&a[0]] as f64 / 4000.0;
+            assert!((share - 0.75).abs() < 0.05, "{alg:?} {c:?}");
+        }
+        // Load still counts: the heavy endpoint busy, the light one takes the requests.
+        let eps = be.endpoints.load_full();
+        let guards: Vec<_> = (0..5).map(|_| Backend::track(&eps.states[0])).collect();
+        let lr = balance(Algorithm::LeastRequest);
+        let c = counts((0..400).map(|_| picked(&be, &lr, PickInput::default(), &[])));
+        assert!(c[&a[1]] > 150, "{c:?}");
+        assert_eq!(c.get(&a[2]), None, "{c:?}");
+        drop(guards);
+        // Retried: the one left.
+        assert_eq!(picked(&be, &lr, PickInput::default(), &[a[0]]), a[1]);
+        assert!(
+            be.pick_balanced(&lr, PickInput::default(), &[a[0], a[1]])
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn hashing_and_affinity_follow_weights() {
+        let a = addrs(3);
+        let be = Backend::new(key(), &weighted(a.clone(), vec![3, 1, 0]));
+        let bal = Balance {
+            hash_by: Some(k8s_sync::annotations::balance::parse_hash_by("$remote_addr").unwrap()),
+            ..Balance::default()
+        };
+        let c = counts((0..4000u64).map(|k| {
+            let input = PickInput {
+                hash: Some(balance::mix(k)),
+                cookie: None,
+            };
+            picked(&be, &bal, input, &[])
+        }));
+        assert_eq!(c.get(&a[2]), None, "weight 0 is not on the ring: {c:?}");
+        let share = c[&a[0]] as f64 / 4000.0;
+        assert!((share - 0.75).abs() < 0.05, "{c:?}");
+        // Affinity: new sessions follow the weights; a session pinned to weight 0 stays.
+        let sticky = Balance {
+            affinity: Some(k8s_sync::annotations::balance::CookieAffinity {
+                name: "c".into(),
+                path: None,
+                attributes: String::new(),
+            }),
+            ..Balance::default()
+        };
+        let c = counts((0..400).map(|_| picked(&be, &sticky, PickInput::default(), &[])));
+        assert_eq!((c[&a[0]], c[&a[1]], c.get(&a[2])), (300, 100, None));
+        let pinned = PickInput {
+            hash: None,
+            cookie: Some(balance::endpoint_id(a[2])),
+        };
+        let p = be.pick_balanced(&sticky, pinned, &[]).unwrap();
+        assert_eq!((p.state.addr, p.set_cookie), (a[2], false));
     }
 
     #[test]

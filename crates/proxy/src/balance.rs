@@ -1,6 +1,7 @@
 //! The pure parts of load balancing: a hash that is stable across processes and versions (hash
 //! keys and affinity cookies must map alike on every replica and after an upgrade), the
-//! consistent-hash ring, hash keys read from a request, affinity cookie values, and the EWMA.
+//! consistent-hash ring, the smooth weighted round-robin schedule, hash keys read from a
+//! request, affinity cookie values, and the EWMA.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -59,8 +60,15 @@ pub fn endpoint_id(addr: SocketAddr) -> u64 {
     h.finish()
 }
 
-/// A consistent-hash ring: [`VNODES`] points per endpoint, sorted. Adding or removing one of N
-/// endpoints moves only the keys of its own points (about 1/N of them).
+/// Most points on a weighted ring (16 bytes each), unless the endpoints at [`VNODES`] each take
+/// more.
+const MAX_RING_POINTS: u64 = 65_536;
+/// Longest weighted round-robin schedule, unless there are more endpoints than that.
+pub const MAX_SCHEDULE: u64 = 4096;
+
+/// A consistent-hash ring: [`VNODES`] points per endpoint (per unit of weight, weights divided
+/// by their greatest common divisor), sorted. Adding or removing one of N endpoints moves only
+/// the keys of its own points (about 1/N of them).
 #[derive(Debug, Default)]
 pub struct Ring {
     points: Vec<(u64, u32)>,
@@ -69,10 +77,23 @@ pub struct Ring {
 impl Ring {
     /// The ring of endpoints with these ids; a point's value is the index into `ids`.
     pub fn build(ids: &[u64]) -> Self {
-        let mut points = Vec::with_capacity(ids.len() * VNODES as usize);
-        for (i, id) in ids.iter().enumerate() {
+        Self::with_points(ids.iter().map(|id| (*id, VNODES)))
+    }
+
+    /// The ring of endpoints with these ids and weights (same length): points in proportion to
+    /// the weight, none for weight 0. Equal weights give the ring of [`Ring::build`].
+    pub fn build_weighted(ids: &[u64], weights: &[u16]) -> Self {
+        let points = ring_points(weights);
+        Self::with_points(ids.iter().copied().zip(points))
+    }
+
+    fn with_points(endpoints: impl Iterator<Item = (u64, u32)>) -> Self {
+        let mut points = Vec::new();
+        for (i, (id, n)) in endpoints.enumerate() {
             let Ok(i) = u32::try_from(i) else { break };
-            for v in 0..VNODES {
+            // An endpoint's first points are the same whatever its weight, so a weight change
+            // moves only the keys of the points added or removed.
+            for v in 0..n {
                 points.push((mix(id ^ mix(u64::from(v) + 1)), i));
             }
         }
@@ -86,6 +107,83 @@ impl Ring {
         let (before, after) = self.points.split_at(start);
         after.iter().chain(before).map(|(_, i)| *i as usize)
     }
+}
+
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+/// Weights divided by their greatest common divisor; when the sum exceeds `cap`, scaled down
+/// to about `cap` in all (a weight above 0 keeps at least 1).
+fn reduced(weights: &[u16], cap: u64) -> Vec<u64> {
+    let g = weights.iter().map(|w| u64::from(*w)).fold(0, gcd).max(1);
+    let w: Vec<u64> = weights.iter().map(|x| u64::from(*x) / g).collect();
+    let sum: u64 = w.iter().sum();
+    if sum <= cap {
+        return w;
+    }
+    w.iter()
+        .map(|x| match x {
+            0 => 0,
+            x => ((x * cap + sum / 2) / sum).max(1),
+        })
+        .collect()
+}
+
+/// Ring points per endpoint: [`VNODES`] per unit of reduced weight, at most about
+/// [`MAX_RING_POINTS`] in all (or `VNODES` per endpoint, when there are that many).
+fn ring_points(weights: &[u16]) -> Vec<u32> {
+    let units = reduced(weights, u64::MAX / u64::from(VNODES));
+    let cap = MAX_RING_POINTS.max(u64::from(VNODES) * weights.len() as u64);
+    let total: u64 = units.iter().map(|u| u * u64::from(VNODES)).sum();
+    units
+        .iter()
+        .map(|u| {
+            let p = u * u64::from(VNODES);
+            let p = if total > cap && p > 0 {
+                (p * cap / total).max(1)
+            } else {
+                p
+            };
+            u32::try_from(p).unwrap_or(u32::MAX)
+        })
+        .collect()
+}
+
+/// The smooth weighted round-robin order of endpoints (indices into `weights`), as nginx
+/// interleaves them: each turn every endpoint gains its weight, the one with the most is
+/// picked and gives up the sum. One cycle holds each endpoint exactly its (reduced) weight
+/// times, spread out rather than in runs; weight 0 never appears. Weights are divided by their
+/// greatest common divisor and the cycle is at most about [`MAX_SCHEDULE`] long (or one turn
+/// per endpoint). Built once per endpoint change, off the data path: O(cycle × endpoints).
+pub fn smooth_schedule(weights: &[u16]) -> Vec<u32> {
+    let w: Vec<i64> = reduced(weights, MAX_SCHEDULE.max(weights.len() as u64))
+        .into_iter()
+        .map(|x| i64::try_from(x).unwrap_or(i64::MAX))
+        .collect();
+    let total: i64 = w.iter().sum();
+    let mut current = vec![0i64; w.len()];
+    let mut out = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+    for _ in 0..total {
+        let mut best: Option<usize> = None;
+        for (i, wi) in w.iter().enumerate() {
+            if *wi == 0 {
+                continue;
+            }
+            current[i] += wi;
+            if best.is_none_or(|b| current[i] > current[b]) {
+                best = Some(i);
+            }
+        }
+        let Some(b) = best else { break };
+        current[b] -= total;
+        let Ok(b) = u32::try_from(b) else { break };
+        out.push(b);
+    }
+    out
 }
 
 /// What a request offers a hash key: the client address after trusted-proxy handling, the
@@ -268,6 +366,133 @@ mod tests {
         seen.dedup();
         assert_eq!(seen, vec![0, 1, 2, 3, 4]);
         assert_eq!(Ring::build(&[]).walk(1).count(), 0);
+    }
+
+    fn cycle_counts(schedule: &[u32], n: usize) -> Vec<usize> {
+        let mut c = vec![0; n];
+        for i in schedule {
+            c[*i as usize] += 1;
+        }
+        c
+    }
+
+    /// The longest run of one endpoint in the schedule, wrapping around (it repeats).
+    fn longest_run(schedule: &[u32]) -> usize {
+        let twice: Vec<u32> = schedule.iter().chain(schedule).copied().collect();
+        let mut best = 0;
+        let mut run = 0;
+        for (i, x) in twice.iter().enumerate() {
+            run = if i > 0 && twice[i - 1] == *x {
+                run + 1
+            } else {
+                1
+            };
+            best = best.max(run);
+        }
+        best.min(schedule.len())
+    }
+
+    #[test]
+    fn smooth_schedule_counts_exactly_and_interleaves() {
+        let s = smooth_schedule(&[3, 1]);
+        assert_eq!(s.len(), 4);
+        assert_eq!(cycle_counts(&s, 2), vec![3, 1]);
+        assert_eq!(longest_run(&s), 3, "{s:?}");
+        let s = smooth_schedule(&[5, 3, 2]);
+        assert_eq!(s.len(), 10);
+        assert_eq!(cycle_counts(&s, 3), vec![5, 3, 2]);
+        // nginx's interleaving: never two of the heaviest in a row more than ceil(5/5)+1.
+        assert!(longest_run(&s) <= 2, "{s:?}");
+        assert_eq!(s, vec![0, 1, 2, 0, 0, 1, 0, 2, 1, 0]);
+        // Reduced by the gcd: 6:2 is 3:1.
+        assert_eq!(smooth_schedule(&[6, 2]), smooth_schedule(&[3, 1]));
+        // Weight 0 never appears.
+        let s = smooth_schedule(&[2, 0, 1]);
+        assert_eq!(cycle_counts(&s, 3), vec![2, 0, 1]);
+        // All 0 (never given by translation): an empty schedule.
+        assert!(smooth_schedule(&[0, 0]).is_empty());
+        assert_eq!(smooth_schedule(&[7]), vec![0]);
+        assert!(smooth_schedule(&[]).is_empty());
+        // Spread: 10:1:1 puts the light ones apart (a blocked order would run the heavy one
+        // 10 times); nginx's interleaving gives runs of 4 and 3, which the cycle's wrap-around
+        // joins into 7.
+        let s = smooth_schedule(&[10, 1, 1]);
+        assert_eq!(cycle_counts(&s, 3), vec![10, 1, 1]);
+        assert!(longest_run(&s) <= 7, "{s:?}");
+        assert!(s.windows(2).all(|w| w[0] == 0 || w[1] == 0), "{s:?}");
+        // One heavy and four light endpoints: the light ones never meet, the heavy one runs
+        // at most 4 times (wrap-around included; 2 is even).
+        let s = smooth_schedule(&[8, 1, 1, 1, 1]);
+        assert_eq!(cycle_counts(&s, 5), vec![8, 1, 1, 1, 1]);
+        assert!(s.windows(2).all(|w| w[0] == 0 || w[1] == 0), "{s:?}");
+        assert!(longest_run(&s) <= 4, "{s:?}");
+    }
+
+    #[test]
+    fn smooth_schedule_is_capped() {
+        // 256:255:…: the sum would be 32,640; scaled to about 4096, shares kept within 1 %.
+        let weights: Vec<u16> = (1..=256).rev().collect();
+        let s = smooth_schedule(&weights);
+        assert!(
+            s.len() <= MAX_SCHEDULE as usize + weights.len(),
+            "{}",
+            s.len()
+        );
+        let c = cycle_counts(&s, weights.len());
+        assert!(c.iter().all(|n| *n >= 1), "an endpoint above 0 vanished");
+        let share = c[0] as f64 / s.len() as f64;
+        let want = 256.0 / 32_896.0;
+        assert!((share - want).abs() / want < 0.05, "{share} vs {want}");
+        // More endpoints than the cap: each at least once.
+        let many = [1u16, 2].repeat(3000);
+        let s = smooth_schedule(&many);
+        assert!(cycle_counts(&s, many.len()).iter().all(|n| *n >= 1));
+    }
+
+    #[test]
+    fn ring_points_follow_weights() {
+        let ids = ids(3);
+        // Equal weights: exactly the unweighted ring.
+        let plain = Ring::build(&ids);
+        let same = Ring::build_weighted(&ids, &[4, 4, 4]);
+        assert_eq!(plain.points, same.points);
+        // 3:1:0: points in proportion, none for weight 0.
+        let ring = Ring::build_weighted(&ids, &[3, 1, 0]);
+        let mut per = [0usize; 3];
+        for (_, i) in &ring.points {
+            per[*i as usize] += 1;
+        }
+        assert_eq!(per, [3 * VNODES as usize, VNODES as usize, 0]);
+        assert!(ring.walk(5).all(|i| i != 2));
+        // Keys follow the weights (within a few percent).
+        let mut owners = [0usize; 3];
+        for k in 0..20_000u64 {
+            owners[ring.walk(mix(k)).next().unwrap()] += 1;
+        }
+        let share = owners[0] as f64 / 20_000.0;
+        assert!((share - 0.75).abs() < 0.04, "{owners:?}");
+        // The lighter endpoint's points are its unweighted ones: raising a weight moves keys
+        // only to that endpoint.
+        let before = Ring::build_weighted(&ids, &[1, 1, 1]);
+        let after = Ring::build_weighted(&ids, &[2, 1, 1]);
+        for k in 0..5_000u64 {
+            let (b, a) = (
+                before.walk(mix(k)).next().unwrap(),
+                after.walk(mix(k)).next().unwrap(),
+            );
+            assert!(a == b || a == 0, "key {k} moved from {b} to {a}");
+        }
+        // Capped: 256:1 over many endpoints stays near MAX_RING_POINTS.
+        let many = self::ids(200);
+        let mut w = vec![1u16; 200];
+        w[0] = 256;
+        let ring = Ring::build_weighted(&many, &w);
+        assert!(
+            ring.points.len() as u64 <= MAX_RING_POINTS + 200,
+            "{}",
+            ring.points.len()
+        );
+        assert!((0..200).all(|i| ring.points.iter().any(|(_, x)| *x == i)));
     }
 
     #[test]

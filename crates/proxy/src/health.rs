@@ -294,6 +294,7 @@ mod tests {
                 addrs,
                 protocol: BackendProtocol::Http1,
                 draining: vec![],
+                weights: vec![],
             },
         );
         let mut reg = BackendRegistry::default();

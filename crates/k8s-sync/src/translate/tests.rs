@@ -681,6 +681,181 @@ fn backend_protocol_follows_app_protocol() {
     assert!(unsupported[0].detail.contains("\"https\""));
 }
 
+fn weighted_service(annotations: Value) -> Value {
+    let mut svc = service("w", json!([{"name": "http", "port": 80}]));
+    svc["metadata"]["annotations"] = annotations;
+    svc
+}
+
+fn zoned_slice(endpoints: &[(&str, Option<&str>, bool)]) -> Value {
+    let eps: Vec<Value> = endpoints
+        .iter()
+        .map(|(ip, zone, ready)| {
+            let mut e = json!({"addresses": [ip], "conditions": {"ready": ready, "serving": true}});
+            if let Some(z) = zone {
+                e["zone"] = json!(z);
+            }
+            e
+        })
+        .collect();
+    json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "w-1", "namespace": "default", "labels": {"kubernetes.io/service-name": "w"}},
+        "addressType": "IPv4", "ports": [{"name": "http", "port": 8080}], "endpoints": eps})
+}
+
+fn weighted_ingress() -> Value {
+    ingress(
+        "wi",
+        Some("tandem-router"),
+        None,
+        json!({"rules": [rule(None, "/", "Prefix", "w", json!({"number": 80}))]}),
+    )
+}
+
+#[test]
+fn endpoint_weights_follow_address_then_zone_then_default() {
+    let docs = vec![
+        weighted_ingress(),
+        weighted_service(json!({
+            "tandem.dev/endpoint-weights": "10.0.0.1=3, 10.0.0.2:8080=0, 10.0.0.9=7",
+            "tandem.dev/zone-weights": "zone-a=2, zone-b=5",
+        })),
+        zoned_slice(&[
+            ("10.0.0.3", Some("zone-b"), true),
+            ("10.0.0.1", Some("zone-b"), true),
+            ("10.0.0.2", Some("zone-a"), true),
+            ("10.0.0.4", Some("zone-a"), true),
+            ("10.0.0.5", None, true),
+            // Draining: weighted too (its weight counts on the hash ring).
+            ("10.0.0.9", Some("zone-a"), false),
+        ]),
+    ];
+    let t = translate(&snap(docs), &settings());
+    assert!(t.problems.is_empty(), "{:?}", t.problems);
+    let b = &t.endpoints.0[&key("w", ServicePortRef::Number(80))];
+    let ready: Vec<String> = b.addrs.iter().map(|a| a.ip().to_string()).collect();
+    assert_eq!(
+        ready,
+        ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5"]
+    );
+    assert_eq!(b.draining, vec!["10.0.0.9:8080".parse().unwrap()]);
+    // ready (sorted), then draining.
+    assert_eq!(b.weights, vec![3, 0, 5, 2, 1, 7]);
+}
+
+#[test]
+fn equal_weights_resolve_to_none_and_legacy_endpoints_take_address_weights() {
+    // Every endpoint named with the same weight: no weights at all (plain round robin).
+    let docs = vec![
+        weighted_ingress(),
+        weighted_service(json!({"tandem.dev/zone-weights": "zone-a=4"})),
+        zoned_slice(&[
+            ("10.0.0.1", Some("zone-a"), true),
+            ("10.0.0.2", Some("zone-a"), true),
+        ]),
+    ];
+    let t = translate(&snap(docs), &settings());
+    assert!(t.problems.is_empty(), "{:?}", t.problems);
+    let b = &t.endpoints.0[&key("w", ServicePortRef::Number(80))];
+    assert_eq!((b.addrs.len(), b.weights.len()), (2, 0));
+
+    // A selector-less Service with v1 Endpoints (no zones): by address.
+    let mut svc = service("w", json!([{"name": "http", "port": 80}]));
+    svc["metadata"]["annotations"] =
+        json!({"tandem.dev/endpoint-weights": "192.0.2.1=2", "tandem.dev/zone-weights": "z=9"});
+    let eps = json!({"apiVersion": "v1", "kind": "Endpoints",
+        "metadata": {"name": "w", "namespace": "default"},
+        "subsets": [{"addresses": [{"ip": "192.0.2.1"}, {"ip": "192.0.2.2"}],
+                     "ports": [{"name": "http", "port": 9000}]}]});
+    let t = translate(&snap(vec![weighted_ingress(), svc, eps]), &settings());
+    let b = &t.endpoints.0[&key("w", ServicePortRef::Number(80))];
+    assert_eq!(b.weights, vec![2, 1]);
+}
+
+#[test]
+fn invalid_weights_are_reported_on_the_service_and_ignored() {
+    let docs = vec![
+        weighted_ingress(),
+        weighted_service(json!({
+            "tandem.dev/endpoint-weights": "10.0.0.1=3, 10.0.0.2=300",
+            "tandem.dev/zone-weights": "zone-a=2",
+        })),
+        zoned_slice(&[("10.0.0.1", Some("zone-a"), true), ("10.0.0.2", None, true)]),
+    ];
+    let t = translate(&snap(docs), &settings());
+    assert_eq!(t.problems.len(), 1, "{:?}", t.problems);
+    let p = &t.problems[0];
+    assert_eq!(
+        (p.kind, p.namespace.as_str(), p.name.as_str(), p.reason),
+        ("Service", "default", "w", ProblemReason::InvalidAnnotation)
+    );
+    assert!(
+        p.detail.contains("tandem.dev/endpoint-weights") && p.detail.contains("\"300\""),
+        "{}",
+        p.detail
+    );
+    // The endpoint entries are ignored, the zone entries still count; the route is served.
+    let b = &t.endpoints.0[&key("w", ServicePortRef::Number(80))];
+    assert_eq!(b.weights, vec![2, 1]);
+    assert_eq!(t.routes.route_count(), 1);
+}
+
+#[test]
+fn all_ready_weights_zero_are_reported_and_read_as_one() {
+    let docs = vec![
+        weighted_ingress(),
+        weighted_service(
+            json!({"tandem.dev/endpoint-weights": "10.0.0.1=0, 10.0.0.2=0, 10.0.0.3=4"}),
+        ),
+        zoned_slice(&[
+            ("10.0.0.1", None, true),
+            ("10.0.0.2", None, true),
+            ("10.0.0.3", None, false),
+        ]),
+    ];
+    let t = translate(&snap(docs), &settings());
+    assert_eq!(t.problems.len(), 1, "{:?}", t.problems);
+    assert_eq!(t.problems[0].reason, ProblemReason::AllWeightsZero);
+    assert_eq!(t.problems[0].kind, "Service");
+    let b = &t.endpoints.0[&key("w", ServicePortRef::Number(80))];
+    assert_eq!(b.weights, vec![1, 1, 4]);
+}
+
+#[test]
+fn a_service_annotation_change_re_resolves_its_backends_incrementally() {
+    let mut snapshot = snap(vec![
+        weighted_ingress(),
+        weighted_service(json!({})),
+        zoned_slice(&[("10.0.0.1", None, true), ("10.0.0.2", None, true)]),
+    ]);
+    let mut translator = Translator::new(settings());
+    let k = key("w", ServicePortRef::Number(80));
+    let t = translator.update(&mut snapshot);
+    assert!(t.endpoints.0[&k].weights.is_empty());
+    for (value, weights, problems) in [
+        ("10.0.0.1=3", vec![3, 1], 0),
+        ("10.0.0.1=3, 10.0.0.2=2", vec![3, 2], 0),
+        ("10.0.0.1=x", vec![], 1),
+        ("10.0.0.2=0", vec![1, 0], 0),
+    ] {
+        for o in Object::from_manifest(weighted_service(
+            json!({"tandem.dev/endpoint-weights": value}),
+        ))
+        .unwrap()
+        {
+            snapshot.upsert(o);
+        }
+        let t = translator.update(&mut snapshot);
+        assert_eq!(t.endpoints.0[&k].weights, weights, "{value}");
+        assert_eq!(t.problems.len(), problems, "{value}: {:?}", t.problems);
+        let delta = t.delta.as_ref().expect("an incremental translation");
+        assert!(delta.backends.contains(&k), "{value}: {delta:?}");
+        let full = translate(&snapshot, &settings());
+        assert_eq!(full.endpoints, t.endpoints);
+        assert_eq!(full.problems, t.problems);
+    }
+}
+
 mod incremental_equals_full {
     use super::*;
     use crate::object::Kind;
@@ -703,7 +878,9 @@ mod incremental_equals_full {
             name: usize,
             ns: usize,
         },
-        PutService(usize, usize),
+        /// A Service (name, namespace, weight annotations: none, by address, by zone and
+        /// address, all ready at 0, invalid).
+        PutService(usize, usize, usize),
         DeleteService(usize, usize),
         PutSecret(usize, usize, u8),
         /// An EndpointSlice (name, namespace, service it belongs to, ready address count).
@@ -734,10 +911,10 @@ mod incremental_equals_full {
                     name, ns, class, created, rules, tls, default_backend, annotation, canary,
                 }),
             2 => (0..4usize, 0..2usize).prop_map(|(name, ns)| Op::DeleteIngress { name, ns }),
-            1 => (0..3usize, 0..2usize).prop_map(|(s, ns)| Op::PutService(s, ns)),
+            1 => (0..3usize, 0..2usize, 0..5usize).prop_map(|(s, ns, w)| Op::PutService(s, ns, w)),
             1 => (0..3usize, 0..2usize).prop_map(|(s, ns)| Op::DeleteService(s, ns)),
             1 => (0..3usize, 0..2usize, 0u8..3).prop_map(|(s, ns, v)| Op::PutSecret(s, ns, v)),
-            1 => (0..3usize, 0..2usize, 0..3usize, 0u8..3).prop_map(|(n, ns, s, a)| Op::PutSlice(n, ns, s, a)),
+            1 => (0..3usize, 0..2usize, 0..3usize, 0u8..5).prop_map(|(n, ns, s, a)| Op::PutSlice(n, ns, s, a)),
             1 => (0..3usize, 0..2usize).prop_map(|(n, ns)| Op::DeleteSlice(n, ns)),
             1 => (0..3usize, 0..2usize).prop_map(|(s, ns)| Op::DeleteSecret(s, ns)),
             1 => (0..3usize).prop_map(Op::PutClass),
@@ -810,12 +987,20 @@ mod incremental_equals_full {
             Op::DeleteIngress { name, ns } => {
                 snapshot.remove(Kind::Ingress, &ObjectKey::new(NS[*ns], format!("i{name}")));
             }
-            Op::PutService(s, ns) => {
+            Op::PutService(s, ns, w) => {
                 let mut doc = service(
                     &format!("svc{s}"),
                     json!([{"port": 80, "appProtocol": if *s == 2 { "https" } else { "http" }}]),
                 );
                 doc["metadata"]["namespace"] = json!(NS[*ns]);
+                doc["metadata"]["annotations"] = match w {
+                    0 => json!({}),
+                    1 => json!({"tandem.dev/endpoint-weights": "10.0.0.0=3, 10.0.1.2:8080=0"}),
+                    2 => json!({"tandem.dev/zone-weights": "zone-a=2",
+                                "tandem.dev/endpoint-weights": "10.0.2.0=5"}),
+                    3 => json!({"tandem.dev/zone-weights": "zone-a=0, zone-b=0"}),
+                    _ => json!({"tandem.dev/zone-weights": "zone-a=999"}),
+                };
                 for o in Object::from_manifest(doc).unwrap() {
                     snapshot.upsert(o);
                 }
@@ -833,7 +1018,8 @@ mod incremental_equals_full {
             }
             Op::PutSlice(n, ns, svc, count) => {
                 let endpoints: Vec<Value> = (0..*count)
-                    .map(|i| json!({"addresses": [format!("10.0.{n}.{i}")], "conditions": {"ready": i != 1}}))
+                    .map(|i| json!({"addresses": [format!("10.0.{n}.{i}")], "conditions": {"ready": i != 1},
+                                    "zone": if i % 2 == 0 { "zone-a" } else { "zone-b" }}))
                     .collect();
                 let doc = json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
                     "metadata": {"name": format!("slice{n}"), "namespace": NS[*ns],
