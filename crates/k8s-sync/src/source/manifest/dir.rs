@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
@@ -125,10 +126,11 @@ pub struct Rescan {
 #[derive(Debug)]
 pub struct ManifestDir {
     root: PathBuf,
-    files: BTreeMap<PathBuf, FileState>,
+    /// Paths are shared with `defined_in` (one allocation per file).
+    files: BTreeMap<Arc<Path>, FileState>,
     snapshot: Snapshot,
     /// The files defining each object, in path order: the first file's object is in force.
-    defined_in: HashMap<ObjectId, BTreeSet<PathBuf>>,
+    defined_in: HashMap<ObjectId, Owners>,
     /// Objects defined by more than one file.
     duplicated: BTreeSet<ObjectId>,
     /// Objects a file defines twice (the first stays), by file.
@@ -204,14 +206,14 @@ impl ManifestDir {
                     (None, None) => break,
                     (Some(_), None) => std::cmp::Ordering::Less,
                     (None, Some(_)) => std::cmp::Ordering::Greater,
-                    (Some((k, _)), Some((f, _))) => k.cmp(f),
+                    (Some((k, _)), Some((f, _))) => (***k).cmp(f.as_path()),
                 };
                 match order {
                     std::cmp::Ordering::Less => {
                         if let Some((path, state)) = known.next()
                             && state.read_at < started
                         {
-                            gone.push(path.clone());
+                            gone.push(path.to_path_buf());
                         }
                     }
                     std::cmp::Ordering::Greater => {
@@ -224,7 +226,7 @@ impl ManifestDir {
                             && state.stamp != *stamp
                             && state.read_at < started
                         {
-                            differ.push((path.clone(), *stamp));
+                            differ.push((path.to_path_buf(), *stamp));
                         }
                     }
                 }
@@ -293,7 +295,7 @@ impl ManifestDir {
     /// Reads a file seen with `stamp` unless that version was read already; a changed file is
     /// read only once it has settled, unless it is `complete` or shows content already read.
     fn visit(&mut self, path: PathBuf, stamp: FileStamp, complete: bool, out: &mut Rescan) {
-        let previous = self.files.get(&path);
+        let previous = self.files.get(path.as_path());
         if previous.is_some_and(|s| s.stamp == stamp) {
             self.settling.remove(&path);
             return;
@@ -335,7 +337,7 @@ impl ManifestDir {
         self.set_stamp(&path, stamp);
         match parsed {
             Ok(objects) => {
-                if let Some(state) = self.files.get_mut(&path) {
+                if let Some(state) = self.files.get_mut(path.as_path()) {
                     state.problem = None;
                 }
                 self.set_file_objects(&path, objects);
@@ -344,7 +346,7 @@ impl ManifestDir {
             Err(problem) => {
                 // The objects of the last good read, if any, stay in force.
                 out.new_problems.push(problem.clone());
-                if let Some(state) = self.files.get_mut(&path) {
+                if let Some(state) = self.files.get_mut(path.as_path()) {
                     state.problem = Some(problem);
                 }
             }
@@ -353,10 +355,12 @@ impl ManifestDir {
 
     /// Records the version of a file read now (adding the file if new).
     fn set_stamp(&mut self, path: &Path, stamp: FileStamp) {
-        let state = self
-            .files
-            .entry(path.to_owned())
-            .or_insert_with(|| FileState::new(stamp));
+        if !self.files.contains_key(path) {
+            self.files.insert(Arc::from(path), FileState::new(stamp));
+        }
+        let Some(state) = self.files.get_mut(path) else {
+            return;
+        };
         state.read_at = Instant::now();
         let old = std::mem::replace(&mut state.stamp, stamp);
         if old != stamp || !self.stamps.contains_key(&stamp) {
@@ -455,15 +459,19 @@ impl ManifestDir {
 
     /// A file defines an object: in force if no earlier file defines it.
     fn claim(&mut self, path: &Path, id: &ObjectId, obj: Object) {
+        let shared = match self.files.get_key_value(path) {
+            Some((p, _)) => p.clone(),
+            None => Arc::from(path),
+        };
         let owners = self.defined_in.entry(id.clone()).or_default();
         let previous_first = owners.first().cloned();
-        owners.insert(path.to_owned());
-        let first = owners.first().is_some_and(|p| p == path);
+        owners.insert(shared);
+        let first = owners.first().is_some_and(|p| **p == *path);
         if owners.len() > 1 {
             self.duplicated.insert(id.clone());
         }
         match previous_first {
-            Some(prev) if prev == path => {
+            Some(prev) if *prev == *path => {
                 if !self.snapshot.holds(&obj) {
                     self.snapshot.upsert(obj);
                 }
@@ -495,7 +503,7 @@ impl ManifestDir {
         let Some(owners) = self.defined_in.get_mut(id) else {
             return;
         };
-        let was_first = owners.first().is_some_and(|p| p == path);
+        let was_first = owners.first().is_some_and(|p| **p == *path);
         owners.remove(path);
         let next = owners.first().cloned();
         if owners.len() <= 1 {
@@ -514,6 +522,40 @@ impl ManifestDir {
                 self.snapshot.remove(id.0, &id.1);
             }
         }
+    }
+}
+
+/// The files defining one object, in path order: almost always one, so a sorted Vec of shared
+/// paths (a B-tree set would allocate a node of several hundred bytes per object).
+#[derive(Debug, Default)]
+struct Owners(Vec<Arc<Path>>);
+
+impl Owners {
+    fn first(&self) -> Option<&Arc<Path>> {
+        self.0.first()
+    }
+
+    fn insert(&mut self, path: Arc<Path>) {
+        if let Err(i) = self.0.binary_search_by(|p| (**p).cmp(&*path)) {
+            if self.0.capacity() == 0 {
+                self.0.reserve_exact(1);
+            }
+            self.0.insert(i, path);
+        }
+    }
+
+    fn remove(&mut self, path: &Path) {
+        if let Ok(i) = self.0.binary_search_by(|p| (**p).cmp(path)) {
+            self.0.remove(i);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Arc<Path>> {
+        self.0.iter()
     }
 }
 
