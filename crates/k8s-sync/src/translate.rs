@@ -163,8 +163,8 @@ impl IngressOut {
 fn ingress_problem(key: &ObjectKey, reason: ProblemReason, detail: String) -> Problem {
     Problem {
         kind: "Ingress",
-        namespace: key.namespace.clone(),
-        name: key.name.clone(),
+        namespace: key.namespace.to_string(),
+        name: key.name.to_string(),
         reason,
         detail,
     }
@@ -252,7 +252,7 @@ pub(crate) fn parse_ingress(key: &ObjectKey, ing: &Ingress, settings: &TierSetti
             }
             out.tls.push(TlsBinding {
                 hosts,
-                secret: ObjectKey::new(key.namespace.as_str(), secret_name),
+                secret: ObjectKey::new(key.namespace.clone(), secret_name),
                 ingress: source.clone(),
             });
         }
@@ -628,7 +628,7 @@ pub(crate) fn service_of_slice(key: &ObjectKey, slice: &EndpointSlice) -> Option
         .labels
         .as_ref()
         .and_then(|l| l.get(SERVICE_NAME_LABEL))
-        .map(|svc| (key.namespace.clone(), svc.clone()))
+        .map(|svc| (key.namespace.to_string(), svc.clone()))
 }
 
 /// Resolves one backend to its ready (and draining) endpoint addresses and their weights, given
@@ -644,8 +644,8 @@ pub(crate) fn resolve_backend<'a>(
 ) -> ResolvedBackend {
     let problem = |reason, detail: String| Problem {
         kind: "Ingress",
-        namespace: ingress.namespace.clone(),
-        name: ingress.name.clone(),
+        namespace: ingress.namespace.to_string(),
+        name: ingress.name.to_string(),
         reason,
         detail,
     };
@@ -764,8 +764,8 @@ fn endpoint_weights(
 ) -> Vec<u16> {
     let problem = |reason, detail: String| Problem {
         kind: "Service",
-        namespace: svc_key.namespace.clone(),
-        name: svc_key.name.clone(),
+        namespace: svc_key.namespace.to_string(),
+        name: svc_key.name.to_string(),
         reason,
         detail,
     };

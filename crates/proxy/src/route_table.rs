@@ -212,8 +212,8 @@ impl Builder<'_> {
                 false,
             ),
             requests: metrics.canary_requests.with_label_values(&[
-                c.ingress.namespace.as_str(),
-                c.ingress.name.as_str(),
+                &*c.ingress.namespace,
+                &*c.ingress.name,
                 c.backend.service.as_str(),
             ]),
             weighed: WeighedCount::default(),
@@ -232,8 +232,8 @@ impl Builder<'_> {
         Some(Arc::new(RouteTarget {
             backend: self.backends.get(key)?.clone(),
             ingress: ingress.to_string().into(),
-            namespace: ingress.namespace.as_str().into(),
-            ingress_name: ingress.name.as_str().into(),
+            namespace: ingress.namespace.clone(),
+            ingress_name: ingress.name.clone(),
             fallback,
             forward_raw_path: raw,
             policy: policy.cloned(),
@@ -264,8 +264,8 @@ impl Builder<'_> {
             if let Err(detail) = table.insert(route, t) {
                 table.problems.push(Problem {
                     kind: "Ingress",
-                    namespace: route.ingress.namespace.clone(),
-                    name: route.ingress.name.clone(),
+                    namespace: route.ingress.namespace.to_string(),
+                    name: route.ingress.name.to_string(),
                     reason: ProblemReason::InvalidPath,
                     detail,
                 });

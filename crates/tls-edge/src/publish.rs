@@ -242,8 +242,8 @@ impl ConfigSink for EdgePublisher {
         for (key, (reason, detail)) in problems {
             translation.problems.push(Problem {
                 kind: "Secret",
-                namespace: key.namespace,
-                name: key.name,
+                namespace: key.namespace.to_string(),
+                name: key.name.to_string(),
                 reason,
                 detail,
             });

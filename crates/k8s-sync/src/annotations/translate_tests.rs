@@ -79,7 +79,7 @@ fn policy_shared_by_the_ingress_routes_and_problems_reported() {
         .values()
         .flat_map(|v| v.iter())
         .collect();
-    let a: Vec<_> = routes.iter().filter(|r| r.ingress.name == "a").collect();
+    let a: Vec<_> = routes.iter().filter(|r| &*r.ingress.name == "a").collect();
     assert_eq!(a.len(), 3);
     let first = a[0].policy.as_ref().unwrap();
     assert_eq!(first.max_body_bytes, Some(1024));
@@ -87,7 +87,7 @@ fn policy_shared_by_the_ingress_routes_and_problems_reported() {
         a.iter()
             .all(|r| std::sync::Arc::ptr_eq(r.policy.as_ref().unwrap(), first))
     );
-    let plain = routes.iter().find(|r| r.ingress.name == "plain").unwrap();
+    let plain = routes.iter().find(|r| &*r.ingress.name == "plain").unwrap();
     assert!(plain.policy.is_none());
     let p: Vec<_> = t
         .problems

@@ -493,9 +493,10 @@ impl Translator {
         }
         for kind in [Kind::Service, Kind::Endpoints] {
             match keys_of(kind) {
-                Some(keys) => {
-                    services.extend(keys.iter().map(|k| (k.namespace.clone(), k.name.clone())))
-                }
+                Some(keys) => services.extend(
+                    keys.iter()
+                        .map(|k| (k.namespace.to_string(), k.name.to_string())),
+                ),
                 None => everything = true,
             }
         }
@@ -745,15 +746,15 @@ impl Translator {
                         .into_iter()
                         .flat_map(|u| u.items())
                         .map(|i| {
-                            let ingress = ObjectKey::new(i.namespace.as_str(), i.name.as_str());
+                            let ingress = ObjectKey::new(i.namespace.clone(), i.name.clone());
                             ingress_problem(&ingress, reason, detail.clone())
                         })
                         .collect();
                     if is_default {
                         problems.push(Problem {
                             kind: "Secret",
-                            namespace: key.namespace.clone(),
-                            name: key.name.clone(),
+                            namespace: key.namespace.to_string(),
+                            name: key.name.to_string(),
                             reason,
                             detail: format!("--default-certificate: {detail}"),
                         });

@@ -189,7 +189,7 @@ fn oldest_ingress_wins_conflicts_and_others_merge() {
     let routes = &t.routes.exact_hosts["h.example"];
     assert_eq!(routes.len(), 2);
     let api = routes.iter().find(|r| r.path.path() == "/api").unwrap();
-    assert_eq!(api.ingress.name, "z-older");
+    assert_eq!(&*api.ingress.name, "z-older");
     let conflict: Vec<_> = t
         .problems
         .iter()
@@ -248,11 +248,11 @@ fn canary_attaches_to_the_main_route_and_never_competes() {
     let routes = &t.routes.exact_hosts["h.example"];
     assert_eq!(routes.len(), 2, "canaries add no route: {routes:?}");
     let api = routes.iter().find(|r| r.path.path() == "/api").unwrap();
-    assert_eq!(api.ingress.name, "main");
+    assert_eq!(&*api.ingress.name, "main");
     assert_eq!(api.backend.service, "stable");
     let c = api.canary.as_ref().expect("canary attached");
     assert_eq!(
-        (c.ingress.name.as_str(), c.backend.service.as_str()),
+        (&*c.ingress.name, c.backend.service.as_str()),
         ("c1", "beta")
     );
     assert_eq!(c.rule.weight, 30);
@@ -260,7 +260,13 @@ fn canary_attaches_to_the_main_route_and_never_competes() {
     let exact = routes.iter().find(|r| r.path.path() == "/exact").unwrap();
     assert!(exact.canary.is_none());
     assert_eq!(
-        t.routes.hostless[0].canary.as_ref().unwrap().ingress.name,
+        t.routes.hostless[0]
+            .canary
+            .as_ref()
+            .unwrap()
+            .ingress
+            .name
+            .as_ref(),
         "c1"
     );
     assert!(!t.routes.exact_hosts.contains_key("other.example"));
@@ -514,7 +520,10 @@ fn translation_is_deterministic() {
     let b = translate(&s, &settings());
     assert_eq!(a.routes, b.routes);
     assert_eq!(a.problems, b.problems);
-    assert_eq!(a.routes.exact_hosts["a.example"][0].ingress.name, "x");
+    assert_eq!(
+        a.routes.exact_hosts["a.example"][0].ingress.name.as_ref(),
+        "x"
+    );
 }
 
 fn edge() -> TierSettings {

@@ -19,7 +19,7 @@ fn route(path: PathMatch, svc: &str) -> Route {
         backend: key(svc),
         ingress: IngressRef {
             namespace: "default".into(),
-            name: format!("ing-{svc}"),
+            name: format!("ing-{svc}").into(),
         },
         policy: None,
         canary: None,

@@ -1170,7 +1170,7 @@ mod tests {
             problem_reasons(&r)
         );
         let (snap, dups) = (md.snapshot(), md.duplicates());
-        let names: Vec<_> = snap.services.keys().map(|k| k.name.clone()).collect();
+        let names: Vec<_> = snap.services.keys().map(|k| &*k.name).collect();
         assert_eq!(names, ["a", "b", "c", "d"]);
         assert!(dups.is_empty(), "{dups:?}");
         // Reported once while it lasts, still listed among the problems.
