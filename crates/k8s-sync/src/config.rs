@@ -37,8 +37,8 @@ impl fmt::Display for ServicePortRef {
 /// One backend: a Service port in a namespace. Endpoints are resolved per key.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BackendKey {
-    pub namespace: String,
-    pub service: String,
+    pub namespace: Arc<str>,
+    pub service: Arc<str>,
     pub port: ServicePortRef,
 }
 

@@ -576,7 +576,7 @@ fn path_kind(p: &PathMatch) -> &'static str {
     }
 }
 
-fn backend_key(namespace: &str, backend: &IngressBackend) -> Result<BackendKey, Reject> {
+fn backend_key(namespace: &Arc<str>, backend: &IngressBackend) -> Result<BackendKey, Reject> {
     if backend.resource.is_some() {
         return Err((
             ProblemReason::ResourceBackend,
@@ -614,8 +614,8 @@ fn backend_key(namespace: &str, backend: &IngressBackend) -> Result<BackendKey, 
         ));
     }
     Ok(BackendKey {
-        namespace: namespace.to_owned(),
-        service: svc.name.clone(),
+        namespace: namespace.clone(),
+        service: svc.name.as_str().into(),
         port,
     })
 }
@@ -649,7 +649,7 @@ pub(crate) fn resolve_backend<'a>(
         reason,
         detail,
     };
-    let svc_key = ObjectKey::new(backend.namespace.as_str(), backend.service.as_str());
+    let svc_key = ObjectKey::new(backend.namespace.clone(), backend.service.clone());
     let Some(service) = snapshot.services.get(&svc_key) else {
         problems.push(problem(
             ProblemReason::ServiceNotFound,

@@ -275,7 +275,7 @@ impl Backend {
     ) -> Self {
         Self {
             label: key.to_string().into(),
-            service: key.service.as_str().into(),
+            service: key.service.clone(),
             key,
             endpoints: ArcSwap::from_pointee(Endpoints::build(resolved, &HashMap::new())),
             protocol: AtomicBool::new(resolved.protocol == BackendProtocol::H2c),
@@ -590,7 +590,7 @@ impl Backend {
         s.ejections.store(run, Ordering::Relaxed);
         self.out_of_rotation.fetch_add(1, Ordering::Relaxed);
         if let Some(m) = &self.metrics {
-            let labels = [self.key.namespace.as_str(), self.key.service.as_str()];
+            let labels = [&*self.key.namespace, &*self.key.service];
             m.endpoint_ejections.with_label_values(&labels).inc();
             m.ejected_endpoints.with_label_values(&labels).inc();
         }

@@ -109,7 +109,7 @@ impl RoutePublisher {
         }
         let set = |key: &k8s_sync::BackendKey, n: Option<usize>| {
             let port = key.port.to_string();
-            let labels = [key.namespace.as_str(), key.service.as_str(), port.as_str()];
+            let labels = [&*key.namespace, &*key.service, port.as_str()];
             match n {
                 Some(n) => m.ready_endpoints.with_label_values(&labels).set(n as i64),
                 None => {

@@ -214,7 +214,7 @@ impl Builder<'_> {
             requests: metrics.canary_requests.with_label_values(&[
                 &*c.ingress.namespace,
                 &*c.ingress.name,
-                c.backend.service.as_str(),
+                &*c.backend.service,
             ]),
             weighed: WeighedCount::default(),
         }))

@@ -506,15 +506,15 @@ impl Translator {
         } else {
             for (ns, svc) in &services {
                 let from = BackendKey {
-                    namespace: ns.clone(),
-                    service: svc.clone(),
+                    namespace: ns.as_str().into(),
+                    service: svc.as_str().into(),
                     port: crate::config::ServicePortRef::Number(i32::MIN),
                 };
                 dirty.extend(
                     self.backend_refs
                         .range(from..)
                         .map(|(k, _)| k)
-                        .take_while(|k| &k.namespace == ns && &k.service == svc)
+                        .take_while(|k| *k.namespace == **ns && *k.service == **svc)
                         .cloned(),
                 );
             }
@@ -530,7 +530,7 @@ impl Translator {
             let mut problems = Vec::new();
             let slices = self
                 .slices_of
-                .get(&(b.namespace.clone(), b.service.clone()))
+                .get(&(b.namespace.to_string(), b.service.to_string()))
                 .into_iter()
                 .flatten()
                 .filter_map(|k| snapshot.endpoint_slices.get(k).map(|s| &**s));

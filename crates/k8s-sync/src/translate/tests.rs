@@ -249,12 +249,9 @@ fn canary_attaches_to_the_main_route_and_never_competes() {
     assert_eq!(routes.len(), 2, "canaries add no route: {routes:?}");
     let api = routes.iter().find(|r| r.path.path() == "/api").unwrap();
     assert_eq!(&*api.ingress.name, "main");
-    assert_eq!(api.backend.service, "stable");
+    assert_eq!(&*api.backend.service, "stable");
     let c = api.canary.as_ref().expect("canary attached");
-    assert_eq!(
-        (&*c.ingress.name, c.backend.service.as_str()),
-        ("c1", "beta")
-    );
+    assert_eq!((&*c.ingress.name, &*c.backend.service), ("c1", "beta"));
     assert_eq!(c.rule.weight, 30);
     assert!(api.policy.is_none());
     let exact = routes.iter().find(|r| r.path.path() == "/exact").unwrap();
@@ -272,8 +269,8 @@ fn canary_attaches_to_the_main_route_and_never_competes() {
     assert!(!t.routes.exact_hosts.contains_key("other.example"));
     assert!(t.routes.default_backend.is_none());
     // The canary backend is resolved like any other.
-    assert!(t.routes.backends().any(|b| b.service == "beta"));
-    assert!(t.endpoints.0.keys().any(|b| b.service == "beta"));
+    assert!(t.routes.backends().any(|b| &*b.service == "beta"));
+    assert!(t.endpoints.0.keys().any(|b| &*b.service == "beta"));
     let by = |reason| -> Vec<(&str, &str)> {
         t.problems
             .iter()
@@ -325,7 +322,7 @@ fn canary_of_a_regex_path_is_keyed_like_its_main() {
     );
     let t = translate(&snap(vec![main, c]), &settings());
     let r = &t.routes.exact_hosts["h.example"][0];
-    assert_eq!(r.canary.as_ref().unwrap().backend.service, "beta");
+    assert_eq!(&*r.canary.as_ref().unwrap().backend.service, "beta");
     // The main route's rewrite applies to canary requests too; the canary's own is ignored.
     let rw = r.policy.as_ref().unwrap().rewrite.as_ref().unwrap();
     assert_eq!(rw.apply("/api/x", None).as_deref(), Some("/x"));
@@ -393,7 +390,13 @@ fn default_backend_oldest_wins() {
     ];
     let t = translate(&snap(docs), &settings());
     assert_eq!(
-        t.routes.default_backend.as_ref().unwrap().backend.service,
+        t.routes
+            .default_backend
+            .as_ref()
+            .unwrap()
+            .backend
+            .service
+            .as_ref(),
         "one"
     );
     assert_eq!(

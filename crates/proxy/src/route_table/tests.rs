@@ -57,7 +57,8 @@ fn table(config: &RoutingConfig) -> RouteTable {
 }
 
 fn served(t: &RouteTable, host: &str, path: &str) -> Option<String> {
-    t.lookup(host, path).map(|r| r.backend.key.service.clone())
+    t.lookup(host, path)
+        .map(|r| r.backend.key.service.to_string())
 }
 
 /// The examples table of the Kubernetes Ingress documentation ("Examples" under "Path types").
@@ -288,9 +289,9 @@ fn canary_target_carries_its_backend_and_rule() {
     };
     let t = table(&config);
     let api = t.lookup("h.example", "/api/x").unwrap();
-    assert_eq!(api.backend.key.service, "stable");
+    assert_eq!(&*api.backend.key.service, "stable");
     let c = api.canary.as_ref().expect("canary target");
-    assert_eq!(c.backend.key.service, "beta");
+    assert_eq!(&*c.backend.key.service, "beta");
     assert_eq!(&*c.ingress, "default/beta-canary");
     assert_eq!(c.rule.weight, 30);
     assert!(t.lookup("h.example", "/other").unwrap().canary.is_none());
