@@ -2,7 +2,9 @@
 about 1/N of the keys move when an endpoint joins), `load-balance: ewma` (a slow endpoint loses
 its share) and `least_request` (under concurrency), passive outlier ejection (`tandem.dev/outlier-*`: a failing endpoint stops getting
 traffic and gets it back after its ejection time), cookie affinity (`affinity: cookie` and
-`session-cookie-*`), draining (an endpoint that is terminating but still serving gets no new
+`session-cookie-*`; `affinity-mode` balanced/persistent across a scale-up,
+`session-cookie-change-on-failure` with a stopped endpoint, `session-cookie-conditional-samesite-none`
+by User-Agent), draining (an endpoint that is terminating but still serving gets no new
 sessions, its pinned sessions keep going), active health checks, endpoint weights set on the
 Service (`tandem.dev/endpoint-weights` by address, `tandem.dev/zone-weights` by EndpointSlice
 zone: exact shares per cycle, weight 0 gets nothing new, changed at runtime), and invalid values
@@ -130,6 +132,9 @@ def setup(module_env):
     b["wbad"] = [e.echo("wbad", f"p{i}") for i in range(2)]
     b["legacy"] = [e.echo("legacy", f"m{i}") for i in range(2)]
     b["wzero"] = [e.echo("wzero", f"p{i}") for i in range(2)]
+    b["keep"] = [e.echo("keep", f"k{i}") for i in range(3)]
+    b["change"] = [e.echo("change", f"c{i}") for i in range(3)]
+    b["scale"] = [e.echo("scale", f"n{i}") for i in range(6)]
     dead = dead_endpoint()
     outlier = {TD + "outlier-consecutive-failures": "3", TD + "outlier-ejection-time": f"{EJECTION_S}s"}
     checks = {TD + "health-check-path": "/healthz", TD + "health-check-interval": "200ms",
@@ -143,7 +148,8 @@ def setup(module_env):
         ing("lr", {TD + "load-balance": "least_request"}),
         ing("flaky", outlier),
         ing("deadish", outlier),
-        ing("sticky", {NGX + "affinity": "cookie", NGX + "session-cookie-name": "route",
+        ing("sticky", {NGX + "affinity": "cookie", NGX + "affinity-mode": "persistent",
+                       NGX + "session-cookie-name": "route", NGX + "session-cookie-change-on-failure": "true",
                        NGX + "session-cookie-max-age": "3600", NGX + "session-cookie-samesite": "Lax"}),
         ing("drain", {NGX + "affinity": "cookie"}),
         ingress("sticky-path", [rule(host("sticky-path"), http_path("/api", "app", "http"))],
@@ -155,12 +161,25 @@ def setup(module_env):
         ing("bad-hash", {NGX + "upstream-hash-by": "$server_name"}, "app"),
         ing("bad-affinity", {NGX + "affinity": "ip"}, "app"),
         ing("bad-cookie", {NGX + "affinity": "cookie", NGX + "session-cookie-samesite": "sometimes"}, "app"),
+        ing("bad-mode", {NGX + "affinity": "cookie", NGX + "affinity-mode": "sticky"}, "app"),
+        ing("bad-change", {TD + "affinity": "cookie", TD + "session-cookie-change-on-failure": "yes"}, "app"),
+        ing("bad-conditional", {NGX + "affinity": "cookie", NGX + "session-cookie-samesite": "None",
+                                NGX + "session-cookie-conditional-samesite-none": "maybe"}, "app"),
+        # change-on-failure: off (the default) and on, over the default (balanced) mode.
+        ing("keep", {NGX + "affinity": "cookie"}),
+        ing("change", {TD + "affinity": "cookie", TD + "session-cookie-change-on-failure": "true"}),
+        ing("samesite", {NGX + "affinity": "cookie", NGX + "session-cookie-samesite": "None",
+                         NGX + "session-cookie-conditional-samesite-none": "true"}, "app"),
+        ing("samesite-always", {NGX + "affinity": "cookie", NGX + "session-cookie-samesite": "None"}, "app"),
+        # One Service of four endpoints (six later), one route per mode.
+        ing("scale-balanced", {NGX + "affinity": "cookie", NGX + "affinity-mode": "balanced"}, "scale"),
+        ing("scale-persistent", {TD + "affinity": "cookie", TD + "affinity-mode": "persistent"}, "scale"),
         ing("bad-failures", {TD + "outlier-consecutive-failures": "0"}, "app"),
         ing("bad-ejection", {TD + "outlier-ejection-time": "forever"}, "app"),
         ing("bad-check", {TD + "health-check-path": "healthz"}, "app"),
         ing("bad-check-interval", {TD + "health-check-path": "/h", TD + "health-check-interval": "0ms"}, "app"),
         ing("wrr", {}),
-        ing("wrr-sticky", {NGX + "affinity": "cookie"}, "wrr"),
+        ing("wrr-sticky", {NGX + "affinity": "cookie", NGX + "affinity-mode": "persistent"}, "wrr"),
         ing("zone", {}),
         ing("wbad", {}),
         ing("legacy", {}),
@@ -183,11 +202,13 @@ def setup(module_env):
                 + backend_objects("flaky", b["flaky"])
                 + backend_objects("deadish", [dead] + b["deadish"])
                 + backend_objects("sticky", b["sticky"]) + backend_objects("app", b["app"])
-                + backend_objects("checked", b["checked"]) + backend_objects("allsick", b["allsick"]))
+                + backend_objects("checked", b["checked"]) + backend_objects("allsick", b["allsick"])
+                + backend_objects("keep", b["keep"]) + backend_objects("change", b["change"]))
     router = e.router({
         "services.yaml": services,
         "hash.yaml": backend_objects("hash", b["hash"][:10]),
         "drain.yaml": backend_objects("drain", b["drain"]),
+        "scale.yaml": backend_objects("scale", b["scale"][:4]),
         "weights.yaml": weights,
         "ingresses.yaml": docs,
     }, ["--trusted-proxies", "127.0.0.1/32"])
@@ -395,12 +416,12 @@ def test_draining_endpoint_keeps_its_sessions_only(setup):
     c = Client(router, "drain")
     # A session pinned to d0.
     pinned = None
-    for _ in range(6):
+    for _ in range(40):
         _, pod, sc = c.get()
         if pod == "d0":
             pinned = cookie_of(sc)
             break
-    assert pinned, "round-robin over three never picked d0 in six new sessions"
+    assert pinned, "no new session of 40 went to d0 (one of three)"
     # d0's pod is terminating but still serving.
     router.write("drain.yaml", with_conditions("drain", b["drain"], {
         "d0": {"ready": False, "serving": True, "terminating": True}}))
@@ -422,11 +443,148 @@ def test_draining_endpoint_keeps_its_sessions_only(setup):
     c.close()
 
 
+def _pin(c: Client) -> tuple[str, str]:
+    """A new session: its endpoint and cookie value."""
+    status, pod, sc = c.get()
+    value = cookie_of(sc)
+    assert status == 200 and value, (status, sc)
+    return pod, value
+
+
+def _access_lines(router, case: str, n: int) -> list[dict]:
+    return wait_until(lambda: (lambda got: got if len(got) >= n else None)(
+        [e for e in router.access_logs() if e.get("host") == host(case)]), 5, desc=f"{n} access log lines of {case}")
+
+
+def test_change_on_failure_off_keeps_the_session_on_its_endpoint(setup, module_env):
+    """ingress-nginx's default: the session's endpoint refuses connections, every attempt of the
+    request still goes there (the client gets 502, no new cookie); when it answers again, the
+    same cookie leads back to it."""
+    router, b = setup
+    c = Client(router, "keep")
+    pod, value = _pin(c)
+    target = next(x for x in b["keep"] if x.pod == pod)
+    cookie = {"Cookie": f"INGRESSCOOKIE={value}"}
+    assert c.many(20, headers=cookie) == [(200, pod, None)] * 20
+    target.stop()
+    failed = c.many(3, headers=cookie)
+    print(f"change-on-failure off, endpoint {pod} stopped: {failed}")
+    assert failed == [(502, "", None)] * 3, failed
+    # Every attempt (one per endpoint of the Service) went to the stopped endpoint.
+    last = _access_lines(router, "keep", 24)[-3:]
+    assert all(e.get("attempts") == 3 and e.get("upstream") == target.addr for e in last), last
+    module_env.echo("keep", f"{pod}-back", port=target.port)
+    back = c.many(10, headers=cookie)
+    assert back == [(200, f"{pod}-back", None)] * 10, back
+    c.close()
+
+
+def test_change_on_failure_on_moves_the_session(setup):
+    router, b = setup
+    c = Client(router, "change")
+    pod, value = _pin(c)
+    target = next(x for x in b["change"] if x.pod == pod)
+    target.stop()
+    status, other, sc = c.get(headers={"Cookie": f"INGRESSCOOKIE={value}"})
+    new_value = cookie_of(sc)
+    print(f"change-on-failure on, endpoint {pod} stopped: served by {other}, cookie {value} -> {new_value}")
+    assert status == 200 and other != pod and new_value and new_value != value, (status, other, sc)
+    # The new cookie stays on the endpoint that answered.
+    again = c.many(50, headers={"Cookie": f"INGRESSCOOKIE={new_value}"})
+    assert again == [(200, other, None)] * 50, Counter(again)
+    # The old cookie still names the stopped endpoint: moved again, with a new cookie each time.
+    old = c.many(10, headers={"Cookie": f"INGRESSCOOKIE={value}"})
+    assert all(st == 200 and p != pod and cookie_of(sc) for st, p, sc in old), old
+    c.close()
+
+
+OLD_CHROME = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+              "Chrome/60.0.3112.113 Safari/537.36")
+IOS_12 = ("Mozilla/5.0 (iPhone; CPU iPhone OS 12_1_4 like Mac OS X) AppleWebKit/605.1.15 "
+          "(KHTML, like Gecko) Version/12.0 Mobile/15E148 Safari/604.1")
+CURRENT_CHROME = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+                  "Chrome/131.0.0.0 Safari/537.36")
+
+
+def test_conditional_samesite_none_by_user_agent(setup):
+    router, _ = setup
+    c = Client(router, "samesite")
+    got = {name: c.get(headers={"User-Agent": ua})[2]
+           for name, ua in [("old-chrome", OLD_CHROME), ("ios12", IOS_12), ("current", CURRENT_CHROME)]}
+    got["none"] = c.get()[2]
+    c.close()
+    print(f"conditional SameSite=None: {got}")
+    for name in ("old-chrome", "ios12"):
+        assert got[name] and "SameSite" not in got[name] and "; Secure" in got[name], (name, got[name])
+    for name in ("current", "none"):
+        assert got[name] and "; SameSite=None; Secure" in got[name], (name, got[name])
+    # Without the annotation, every client gets SameSite=None.
+    c = Client(router, "samesite-always")
+    always = c.get(headers={"User-Agent": OLD_CHROME})[2]
+    c.close()
+    assert always and "; SameSite=None; Secure" in always, always
+
+
+def _sessions(router, case: str, n: int) -> list[tuple[str, str]]:
+    """`n` new sessions: (cookie value, endpoint) each."""
+    c = Client(router, case)
+    out = []
+    for status, pod, sc in c.many(n):
+        assert status == 200 and cookie_of(sc), (status, sc)
+        out.append((cookie_of(sc), pod))
+    c.close()
+    return out
+
+
+def _replay(router, case: str, sessions: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The sessions' requests again, each with its cookie: (cookie value, endpoint now)."""
+    c = Client(router, case)
+    deadline = time.monotonic() + LOOP_SECONDS
+    out = []
+    for value, _ in sessions:
+        assert time.monotonic() < deadline, f"{len(sessions)} requests took over {LOOP_SECONDS}s"
+        status, pod, sc = c.get(headers={"Cookie": f"INGRESSCOOKIE={value}"})
+        assert status == 200 and sc is None, (status, sc)
+        out.append((value, pod))
+    c.close()
+    return out
+
+
+def test_affinity_mode_balanced_moves_a_share_of_sessions_on_scale_up(setup):
+    """1,000 sessions over 4 endpoints, then 6: in balanced mode about 2/6 move, each to one of the
+    new endpoints, without a new cookie; persistent sessions all stay."""
+    router, b = setup
+    balanced = _sessions(router, "scale-balanced", 1000)
+    persistent = _sessions(router, "scale-persistent", 1000)
+    assert len({v for v, _ in balanced}) == 1000, "balanced cookies are random keys"
+    spread = Counter(p for _, p in balanced)
+    assert set(spread) == {"n0", "n1", "n2", "n3"} and min(spread.values()) >= 150, spread
+    assert _replay(router, "scale-balanced", balanced) == balanced
+    router.write("scale.yaml", backend_objects("scale", b["scale"]))
+    c = Client(router, "scale-balanced")
+    wait_until(lambda: any(c.get()[1] in ("n4", "n5") for _ in range(20)), RELOAD_SLA + MEASURE_SLACK,
+               desc="the new endpoints take sessions")
+    c.close()
+    after = _replay(router, "scale-balanced", balanced)
+    moved = [now for (_, was), (_, now) in zip(balanced, after) if now != was]
+    print(f"affinity-mode balanced: {len(moved)} of 1000 sessions moved from 4 to 6 endpoints "
+          f"({Counter(moved)})")
+    assert all(now in ("n4", "n5") for now in moved), "a session moved between two old endpoints"
+    assert 220 <= len(moved) <= 450, f"{len(moved)} of 1000 moved (2/6 = 333 expected)"
+    kept = _replay(router, "scale-persistent", persistent)
+    moved_p = [now for (_, was), (_, now) in zip(persistent, kept) if now != was]
+    print(f"affinity-mode persistent: {len(moved_p)} of 1000 sessions moved")
+    assert not moved_p
+
+
 @pytest.mark.parametrize("case,annotation", [
     ("bad-lb", "load-balance"),
     ("bad-hash", "upstream-hash-by"),
     ("bad-affinity", "affinity"),
     ("bad-cookie", "session-cookie-samesite"),
+    ("bad-mode", "affinity-mode"),
+    ("bad-change", "session-cookie-change-on-failure"),
+    ("bad-conditional", "session-cookie-conditional-samesite-none"),
     ("bad-failures", "outlier-consecutive-failures"),
     ("bad-ejection", "outlier-ejection-time"),
     ("bad-check", "health-check-path"),
@@ -444,7 +602,7 @@ def test_invalid_values_are_reported_and_the_route_served(setup, case, annotatio
 def test_invalid_values_are_counted(setup):
     router, _ = setup
     exp = scrape(router.admin_port)
-    assert exp.sum("tandem_config_problems", kind="Ingress", reason="invalid_annotation") >= 8
+    assert exp.sum("tandem_config_problems", kind="Ingress", reason="invalid_annotation") >= 11
 
 
 def test_health_checks_take_a_failing_endpoint_out_and_back(setup, module_env):

@@ -17,7 +17,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use k8s_sync::annotations::balance::{Algorithm, Balance, HealthCheck, Outlier};
+use k8s_sync::annotations::balance::{
+    AffinityMode, Algorithm, Balance, CookieAffinity, HealthCheck, Outlier,
+};
 use k8s_sync::{BackendKey, BackendProtocol, EndpointSet, ResolvedBackend};
 
 use crate::balance::{self, Ring};
@@ -31,6 +33,9 @@ const CONNECT_FAILURE_PENALTY: Duration = Duration::from_secs(1);
 const EWMA_FLOOR_NS: f64 = 100_000.0;
 /// Random schedule positions tried when the scheduled endpoint cannot be used, before walking.
 const REDRAWS: usize = 16;
+/// Random keys drawn for a new `balanced` affinity session until one's owner on the ring can
+/// take it (as many as ingress-nginx draws), before walking the ring from the last one.
+const SESSION_DRAWS: usize = 20;
 
 /// Nanoseconds since the first call, the clock of all balancing state (0 = never).
 fn now_ns() -> u64 {
@@ -250,8 +255,9 @@ pub enum Pick {
 #[derive(Debug)]
 pub struct Picked {
     pub state: Arc<EndpointState>,
-    /// The affinity cookie must be (re)set to this endpoint.
-    pub set_cookie: bool,
+    /// The value the affinity cookie must be (re)set to: the endpoint's id (`persistent`) or
+    /// the session's ring key (`balanced`).
+    pub set_cookie: Option<u64>,
 }
 
 /// What a balanced pick knows of the request.
@@ -259,7 +265,8 @@ pub struct Picked {
 pub struct PickInput {
     /// The request's `upstream-hash-by` key.
     pub hash: Option<u64>,
-    /// The endpoint id in the request's affinity cookie.
+    /// The value of the request's affinity cookie: an endpoint id (`persistent`) or a ring key
+    /// (`balanced`).
     pub cookie: Option<u64>,
 }
 
@@ -365,23 +372,45 @@ impl Backend {
             return Err(Pick::NoEndpoints);
         }
         let usable = |s: &Arc<EndpointState>| !tried.contains(&s.addr) && self.available(s);
-        if balance.affinity.is_some()
-            && let Some(id) = input.cookie
-            && let Some(s) = eps.states.iter().find(|s| s.id == id)
-            && usable(s)
-        {
-            // A draining endpoint keeps its sessions while it serves.
-            return Ok(Picked {
-                state: s.clone(),
-                set_cookie: false,
-            });
+        if let Some(affinity) = &balance.affinity {
+            if let Some(value) = input.cookie
+                && let Some(s) = self.session_endpoint(&eps, affinity, value)
+            {
+                let moves = affinity.change_on_failure && tried.contains(&s.addr);
+                if !moves && self.available(s) {
+                    // A draining endpoint keeps its sessions while it serves; without
+                    // change-on-failure, so does one that just failed this request.
+                    return Ok(Picked {
+                        state: s.clone(),
+                        set_cookie: None,
+                    });
+                }
+                if !moves
+                    && affinity.mode == AffinityMode::Balanced
+                    && let Some(i) = eps.ring().walk(value).find(|i| usable(&eps.states[*i]))
+                {
+                    // Out of rotation (ejected, unhealthy): the key's next owner on the ring
+                    // serves the session meanwhile, with the same cookie.
+                    return Ok(Picked {
+                        state: eps.states[i].clone(),
+                        set_cookie: None,
+                    });
+                }
+            }
+            if affinity.mode == AffinityMode::Balanced {
+                return self
+                    .new_balanced_session(&eps, tried)
+                    .map(|(i, key)| Picked {
+                        state: eps.states[i].clone(),
+                        set_cookie: Some(key),
+                    })
+                    .ok_or(Pick::Exhausted);
+            }
         }
         if balance.affinity.is_none()
             && let Some(key) = input.hash
         {
-            if !self.hashed.load(Ordering::Relaxed) {
-                self.hashed.store(true, Ordering::Relaxed);
-            }
+            self.mark_hashed();
             let ring = eps.ring();
             let found = ring
                 .walk(key)
@@ -395,7 +424,7 @@ impl Backend {
             return found
                 .map(|s| Picked {
                     state: s.clone(),
-                    set_cookie: false,
+                    set_cookie: None,
                 })
                 .ok_or(Pick::Exhausted);
         }
@@ -408,9 +437,58 @@ impl Backend {
         };
         i.map(|i| Picked {
             state: eps.states[i].clone(),
-            set_cookie: balance.affinity.is_some(),
+            set_cookie: balance.affinity.is_some().then_some(eps.states[i].id),
         })
         .ok_or(Pick::Exhausted)
+    }
+
+    /// The publisher builds this backend's ring with each endpoint update from now on.
+    fn mark_hashed(&self) {
+        if !self.hashed.load(Ordering::Relaxed) {
+            self.hashed.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// The endpoint an affinity cookie's value names: by id (`persistent`), or the owner of
+    /// the key on the ring (`balanced`; draining endpoints keep their points).
+    fn session_endpoint<'e>(
+        &self,
+        eps: &'e Endpoints,
+        affinity: &CookieAffinity,
+        value: u64,
+    ) -> Option<&'e Arc<EndpointState>> {
+        match affinity.mode {
+            AffinityMode::Persistent => eps.states.iter().find(|s| s.id == value),
+            AffinityMode::Balanced => {
+                self.mark_hashed();
+                eps.ring().walk(value).next().map(|i| &eps.states[i])
+            }
+        }
+    }
+
+    /// A new `balanced` session: random keys until one's owner on the ring is a ready endpoint
+    /// that is neither tried nor out of rotation; else, walking the ring from the last key, the
+    /// first such endpoint, then the first untried one. The index into `states` and the key.
+    fn new_balanced_session(&self, eps: &Endpoints, tried: &[SocketAddr]) -> Option<(usize, u64)> {
+        self.mark_hashed();
+        let ring = eps.ring();
+        let ready = eps.ready.len();
+        let untried = |i: usize| i < ready && !tried.contains(&eps.states[i].addr);
+        let seed = self.cursor.fetch_add(1, Ordering::Relaxed) as u64;
+        let mut key = balance::mix(seed ^ now_ns().rotate_left(32));
+        for _ in 0..SESSION_DRAWS {
+            if let Some(i) = ring.walk(key).next()
+                && untried(i)
+                && self.available(&eps.states[i])
+            {
+                return Some((i, key));
+            }
+            key = balance::mix(key ^ 0x9e37_79b9_7f4a_7c15);
+        }
+        ring.walk(key)
+            .find(|i| untried(*i) && self.available(&eps.states[*i]))
+            .or_else(|| ring.walk(key).find(|i| untried(*i)))
+            .map(|i| (i, key))
     }
 
     /// Power of two choices: two ready endpoints drawn at random (not tried, not ejected), the
@@ -897,6 +975,171 @@ mod tests {
         }
     }
 
+    /// Today's affinity: sessions pinned by endpoint id, moved after a failure.
+    fn persistent_affinity() -> CookieAffinity {
+        CookieAffinity {
+            name: "c".into(),
+            path: None,
+            attributes: String::new(),
+            attributes_without_samesite: None,
+            mode: AffinityMode::Persistent,
+            change_on_failure: true,
+        }
+    }
+
+    fn affinity(mode: AffinityMode, change_on_failure: bool) -> Balance {
+        Balance {
+            affinity: Some(CookieAffinity {
+                mode,
+                change_on_failure,
+                ..persistent_affinity()
+            }),
+            ..Balance::default()
+        }
+    }
+
+    /// The endpoint a session cookie leads to, and whether the cookie is set again.
+    fn session(
+        be: &Backend,
+        bal: &Balance,
+        cookie: u64,
+        tried: &[SocketAddr],
+    ) -> (SocketAddr, Option<u64>) {
+        let input = PickInput {
+            hash: None,
+            cookie: Some(cookie),
+        };
+        let p = be.pick_balanced(bal, input, tried).unwrap();
+        (p.state.addr, p.set_cookie)
+    }
+
+    #[test]
+    fn change_on_failure_moves_the_session_or_keeps_it() {
+        let a = addrs(3);
+        let be = Backend::new(key(), &resolved(a.clone()));
+        for mode in [AffinityMode::Persistent, AffinityMode::Balanced] {
+            let keep = affinity(mode, false);
+            let first = be.pick_balanced(&keep, PickInput::default(), &[]).unwrap();
+            let cookie = first.set_cookie.unwrap();
+            let home = first.state.addr;
+            assert_eq!(session(&be, &keep, cookie, &[]), (home, None), "{mode:?}");
+            // Off: the retry goes to the session's endpoint again, the cookie stays.
+            assert_eq!(
+                session(&be, &keep, cookie, &[home]),
+                (home, None),
+                "{mode:?}"
+            );
+            // On: another endpoint, and the cookie moves there.
+            let change = affinity(mode, true);
+            let (other, set) = session(&be, &change, cookie, &[home]);
+            assert_ne!(other, home, "{mode:?}");
+            let set = set.unwrap();
+            assert_eq!(session(&be, &change, set, &[]), (other, None), "{mode:?}");
+        }
+        // Out of rotation (ejected): a new endpoint and cookie whatever the setting.
+        let outlier = Outlier {
+            consecutive_failures: 1,
+            ejection: Duration::from_secs(60),
+        };
+        let keep = affinity(AffinityMode::Persistent, false);
+        let s = be.endpoints.load().states[0].clone();
+        let balanced = affinity(AffinityMode::Balanced, false);
+        let key = (0..)
+            .map(balance::mix)
+            .find(|k| session(&be, &balanced, *k, &[]).0 == s.addr)
+            .unwrap();
+        be.record_failure(&s, Some(&outlier), true);
+        let (to, set) = session(&be, &keep, s.id, &[]);
+        assert!(to != s.addr && set.is_some());
+        // Balanced: the key's next owner on the ring, same cookie (back once it returns).
+        let (to, set) = session(&be, &balanced, key, &[]);
+        assert!(to != s.addr && set.is_none());
+        let next = be
+            .endpoints
+            .load()
+            .ring()
+            .walk(key)
+            .find(|i| *i != 0)
+            .unwrap();
+        assert_eq!(to, a[next]);
+    }
+
+    #[test]
+    fn balanced_sessions_follow_the_ring_and_scaling_moves_a_share() {
+        let n = 1000;
+        let be = Backend::new(key(), &resolved(addrs(4)));
+        let bal = affinity(AffinityMode::Balanced, false);
+        let sessions: Vec<(u64, SocketAddr)> = (0..n)
+            .map(|_| {
+                let p = be.pick_balanced(&bal, PickInput::default(), &[]).unwrap();
+                (p.set_cookie.unwrap(), p.state.addr)
+            })
+            .collect();
+        let spread = counts(sessions.iter().map(|(_, a)| *a));
+        assert!(spread.values().all(|c| *c > n / 8), "{spread:?}");
+        for (cookie, addr) in &sessions {
+            assert_eq!(session(&be, &bal, *cookie, &[]), (*addr, None));
+        }
+        // Four endpoints become six: about 2/6 of the sessions move, each to a new endpoint;
+        // persistent sessions stay.
+        let pinned: Vec<(u64, SocketAddr)> = (0..n)
+            .map(|_| {
+                let p = be
+                    .pick_balanced(
+                        &affinity(AffinityMode::Persistent, false),
+                        PickInput::default(),
+                        &[],
+                    )
+                    .unwrap();
+                (p.set_cookie.unwrap(), p.state.addr)
+            })
+            .collect();
+        be.update(&resolved(addrs(6)));
+        let added = &addrs(6)[4..];
+        let mut moved = 0;
+        for (cookie, addr) in &sessions {
+            let (now, set) = session(&be, &bal, *cookie, &[]);
+            assert_eq!(set, None, "a moved session keeps its cookie");
+            if now != *addr {
+                moved += 1;
+                assert!(added.contains(&now), "moved between old endpoints");
+            }
+        }
+        let share = f64::from(moved) / f64::from(n as u32);
+        assert!((0.22..0.45).contains(&share), "{moved} of {n} moved");
+        let persistent = affinity(AffinityMode::Persistent, false);
+        for (cookie, addr) in &pinned {
+            assert_eq!(session(&be, &persistent, *cookie, &[]), (*addr, None));
+        }
+    }
+
+    #[test]
+    fn new_balanced_sessions_skip_draining_weight_zero_and_tried() {
+        let a = addrs(3);
+        let draining: SocketAddr = "127.0.0.9:80".parse().unwrap();
+        let be = Backend::new(
+            key(),
+            &ResolvedBackend {
+                addrs: a.clone(),
+                draining: vec![draining],
+                ..ResolvedBackend::default()
+            },
+        );
+        let bal = affinity(AffinityMode::Balanced, true);
+        for _ in 0..200 {
+            let p = be
+                .pick_balanced(&bal, PickInput::default(), &[a[0]])
+                .unwrap();
+            assert!(p.state.addr == a[1] || p.state.addr == a[2]);
+        }
+        assert!(be.pick_balanced(&bal, PickInput::default(), &a).is_err());
+        let w = Backend::new(key(), &weighted(a.clone(), vec![3, 1, 0]));
+        let c = counts((0..800).map(|_| picked(&w, &bal, PickInput::default(), &[])));
+        assert_eq!(c.get(&a[2]), None, "{c:?}");
+        let share = c[&a[0]] as f64 / 800.0;
+        assert!((share - 0.75).abs() < 0.07, "{c:?}");
+    }
+
     fn picked(b: &Backend, bal: &Balance, input: PickInput, tried: &[SocketAddr]) -> SocketAddr {
         b.pick_balanced(bal, input, tried).unwrap().state.addr
     }
@@ -959,16 +1202,12 @@ mod tests {
             },
         );
         let bal = Balance {
-            affinity: Some(k8s_sync::annotations::balance::CookieAffinity {
-                name: "c".into(),
-                path: None,
-                attributes: String::new(),
-            }),
+            affinity: Some(persistent_affinity()),
             ..Balance::default()
         };
         for _ in 0..20 {
             let p = be.pick_balanced(&bal, PickInput::default(), &[]).unwrap();
-            assert!(p.set_cookie);
+            assert_eq!(p.set_cookie, Some(p.state.id));
             assert_ne!(
                 p.state.addr, draining,
                 "a new session went to a draining endpoint"
@@ -979,16 +1218,21 @@ mod tests {
             cookie: Some(balance::endpoint_id(draining)),
         };
         let p = be.pick_balanced(&bal, pinned, &[]).unwrap();
-        assert_eq!((p.state.addr, p.set_cookie), (draining, false));
+        assert_eq!((p.state.addr, p.set_cookie), (draining, None));
         // The pinned endpoint failed: another one, and the cookie moves.
         let p = be.pick_balanced(&bal, pinned, &[draining]).unwrap();
-        assert!(ready.contains(&p.state.addr) && p.set_cookie);
+        assert!(ready.contains(&p.state.addr) && p.set_cookie == Some(p.state.id));
         // An unknown id: a new session.
         let gone = PickInput {
             hash: None,
             cookie: Some(7),
         };
-        assert!(be.pick_balanced(&bal, gone, &[]).unwrap().set_cookie);
+        assert!(
+            be.pick_balanced(&bal, gone, &[])
+                .unwrap()
+                .set_cookie
+                .is_some()
+        );
     }
 
     #[test]
@@ -1207,11 +1451,7 @@ mod tests {
         assert!((share - 0.75).abs() < 0.05, "{c:?}");
         // Affinity: new sessions follow the weights; a session pinned to weight 0 stays.
         let sticky = Balance {
-            affinity: Some(k8s_sync::annotations::balance::CookieAffinity {
-                name: "c".into(),
-                path: None,
-                attributes: String::new(),
-            }),
+            affinity: Some(persistent_affinity()),
             ..Balance::default()
         };
         let c = counts((0..400).map(|_| picked(&be, &sticky, PickInput::default(), &[])));
@@ -1221,7 +1461,7 @@ mod tests {
             cookie: Some(balance::endpoint_id(a[2])),
         };
         let p = be.pick_balanced(&sticky, pinned, &[]).unwrap();
-        assert_eq!((p.state.addr, p.set_cookie), (a[2], false));
+        assert_eq!((p.state.addr, p.set_cookie), (a[2], None));
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod publish;
 pub mod request;
 pub mod route_policy;
 pub mod route_table;
+pub mod same_site;
 pub mod tls_authority;
 
 pub use backend::{Backend, BackendRegistry, Pick};

@@ -1,5 +1,5 @@
 //! Load-balancing annotations: `load-balance`, `upstream-hash-by`, cookie affinity
-//! (`affinity: cookie` and `session-cookie-*`) and tandem's passive outlier ejection
+//! (`affinity: cookie`, `affinity-mode` and `session-cookie-*`) and tandem's passive outlier ejection
 //! (`tandem.dev/outlier-*`). Parsed once into a [`Balance`]; the proxy only reads it.
 
 use std::time::Duration;
@@ -105,6 +105,18 @@ impl HashKey {
     }
 }
 
+/// `affinity-mode`: how a session's endpoint follows the backend's endpoints.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum AffinityMode {
+    /// `balanced` (ingress-nginx's default): the cookie holds a random key, and the session's
+    /// endpoint is the key's owner on the backend's consistent-hash ring. Scaling up moves the
+    /// sessions whose keys the new endpoints' ring points take (about `added / new total`).
+    #[default]
+    Balanced,
+    /// `persistent`: the cookie names its endpoint; a session stays there while it serves.
+    Persistent,
+}
+
 /// `affinity: cookie` with its `session-cookie-*` settings.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct CookieAffinity {
@@ -117,6 +129,15 @@ pub struct CookieAffinity {
     /// What follows `; Path=…` in `Set-Cookie`: `; Max-Age=…; HttpOnly…`, built here from
     /// validated values.
     pub attributes: String,
+    /// `attributes` without `; SameSite=None`, for user agents that mishandle it
+    /// (`session-cookie-conditional-samesite-none`); `None` unless asked with `SameSite=None`.
+    pub attributes_without_samesite: Option<String>,
+    /// `affinity-mode`.
+    pub mode: AffinityMode,
+    /// `session-cookie-change-on-failure`: when the session's endpoint fails, the request's
+    /// next attempt goes to another endpoint and the cookie moves there. Off (the default, as
+    /// in ingress-nginx): every attempt goes to the session's endpoint and the cookie stays.
+    pub change_on_failure: bool,
 }
 
 /// Passive outlier ejection (`tandem.dev/outlier-consecutive-failures`,
@@ -347,6 +368,16 @@ fn parse_cookie(a: &Reader<'_>) -> CookieAffinity {
     let expires = a.get("session-cookie-expires", parse_cookie_age);
     let samesite = a.get("session-cookie-samesite", parse_samesite);
     let secure = a.get("session-cookie-secure", super::parse_bool);
+    let conditional = a.get(
+        "session-cookie-conditional-samesite-none",
+        super::parse_bool,
+    );
+    let mode = a
+        .get("affinity-mode", parse_affinity_mode)
+        .unwrap_or_default();
+    let change_on_failure = a
+        .get("session-cookie-change-on-failure", super::parse_bool)
+        .unwrap_or(false);
     let mut attributes = String::new();
     if let Some(d) = domain {
         attributes.push_str("; Domain=");
@@ -365,10 +396,25 @@ fn parse_cookie(a: &Reader<'_>) -> CookieAffinity {
     if secure == Some(true) || samesite == Some("None") {
         attributes.push_str("; Secure");
     }
+    let attributes_without_samesite = (conditional == Some(true) && samesite == Some("None"))
+        .then(|| attributes.replacen("; SameSite=None", "", 1));
     CookieAffinity {
         name,
         path,
         attributes,
+        attributes_without_samesite,
+        mode,
+        change_on_failure,
+    }
+}
+
+fn parse_affinity_mode(v: &str) -> Result<AffinityMode, String> {
+    match v {
+        "balanced" => Ok(AffinityMode::Balanced),
+        "persistent" => Ok(AffinityMode::Persistent),
+        _ => Err(format!(
+            "{v:?} is not one of balanced, persistent; balanced is used"
+        )),
     }
 }
 
@@ -634,6 +680,90 @@ mod tests {
         );
         let (b, p) = balance_of(&[("nginx.ingress.kubernetes.io/affinity", "ip")]);
         assert!(b.is_none() && p.len() == 1, "{p:?}");
+    }
+
+    #[test]
+    fn affinity_mode_failure_and_conditional_samesite() {
+        let (b, p) = balance_of(&[("tandem.dev/affinity", "cookie")]);
+        assert!(p.is_empty(), "{p:?}");
+        let a = b.unwrap().affinity.unwrap();
+        assert_eq!(
+            (a.mode, a.change_on_failure, a.attributes_without_samesite),
+            (AffinityMode::Balanced, false, None),
+            "ingress-nginx's defaults"
+        );
+        for prefix in ["nginx.ingress.kubernetes.io/", "tandem.dev/"] {
+            let k = |n: &str| format!("{prefix}{n}");
+            let map = [
+                (k("affinity"), "cookie"),
+                (k("affinity-mode"), "persistent"),
+                (k("session-cookie-change-on-failure"), "true"),
+                (k("session-cookie-samesite"), "None"),
+                (k("session-cookie-conditional-samesite-none"), "true"),
+            ];
+            let pairs: Vec<(&str, &str)> = map.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+            let (b, p) = balance_of(&pairs);
+            assert!(p.is_empty(), "{p:?}");
+            let a = b.unwrap().affinity.unwrap();
+            assert_eq!(a.mode, AffinityMode::Persistent);
+            assert!(a.change_on_failure);
+            assert_eq!(a.attributes, "; HttpOnly; SameSite=None; Secure");
+            assert_eq!(
+                a.attributes_without_samesite.as_deref(),
+                Some("; HttpOnly; Secure")
+            );
+        }
+        let (b, _) = balance_of(&[
+            ("nginx.ingress.kubernetes.io/affinity", "cookie"),
+            ("nginx.ingress.kubernetes.io/affinity-mode", "balanced"),
+            ("nginx.ingress.kubernetes.io/session-cookie-samesite", "Lax"),
+            (
+                "nginx.ingress.kubernetes.io/session-cookie-conditional-samesite-none",
+                "true",
+            ),
+        ]);
+        let a = b.unwrap().affinity.unwrap();
+        assert_eq!(a.mode, AffinityMode::Balanced);
+        assert_eq!(
+            a.attributes_without_samesite, None,
+            "only SameSite=None is conditional"
+        );
+        // Invalid values: each reported, its default kept, the rest read.
+        let (b, p) = balance_of(&[
+            ("nginx.ingress.kubernetes.io/affinity", "cookie"),
+            ("nginx.ingress.kubernetes.io/affinity-mode", "sticky"),
+            (
+                "nginx.ingress.kubernetes.io/session-cookie-change-on-failure",
+                "yes",
+            ),
+            (
+                "nginx.ingress.kubernetes.io/session-cookie-samesite",
+                "None",
+            ),
+            (
+                "nginx.ingress.kubernetes.io/session-cookie-conditional-samesite-none",
+                "maybe",
+            ),
+            ("nginx.ingress.kubernetes.io/session-cookie-name", "sid"),
+        ]);
+        assert_eq!(p.len(), 3, "{p:?}");
+        for key in [
+            "affinity-mode",
+            "session-cookie-change-on-failure",
+            "session-cookie-conditional-samesite-none",
+        ] {
+            assert!(p.iter().any(|m| m.contains(key)), "{key}: {p:?}");
+        }
+        let a = b.unwrap().affinity.unwrap();
+        assert_eq!(
+            (a.mode, a.change_on_failure, a.name.as_str()),
+            (AffinityMode::Balanced, false, "sid")
+        );
+        assert_eq!(a.attributes, "; HttpOnly; SameSite=None; Secure");
+        assert_eq!(a.attributes_without_samesite, None);
+        // Without `affinity: cookie` they ask for nothing.
+        let (b, p) = balance_of(&[("nginx.ingress.kubernetes.io/affinity-mode", "persistent")]);
+        assert!(b.is_none() && p.is_empty(), "{p:?}");
     }
 
     #[test]

@@ -41,7 +41,7 @@ pub struct RequestCtx {
     pub(crate) body_bytes: u64,
     /// The endpoint of the current attempt, for routes with balancing annotations.
     pub(crate) lb: Option<LbAttempt>,
-    /// The endpoint id the affinity cookie is to be set to.
+    /// The value the affinity cookie is to be set to (an endpoint id, or a `balanced` ring key).
     pub(crate) set_cookie: Option<u64>,
     pub(crate) _in_flight: InFlightGuard,
 }

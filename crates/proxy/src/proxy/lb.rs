@@ -14,6 +14,7 @@ use super::RequestCtx;
 use super::context::LbAttempt;
 use crate::backend::{Backend, Pick, PickInput};
 use crate::balance::{self, KeySource};
+use crate::same_site;
 
 /// The hash key and affinity cookie of a request, as far as the route asks for them.
 pub(super) fn pick_input(b: &Balance, src: &KeySource<'_>) -> PickInput {
@@ -54,7 +55,7 @@ pub(super) fn pick(
     let input = pick_input(balance, &src);
     match backend.pick_balanced(balance, input, &ctx.tried) {
         Ok(picked) => {
-            ctx.set_cookie = picked.set_cookie.then_some(picked.state.id);
+            ctx.set_cookie = picked.set_cookie;
             let counted = matches!(balance.algorithm, Algorithm::Ewma | Algorithm::LeastRequest);
             let addr = picked.state.addr;
             ctx.lb = Some(LbAttempt {
@@ -85,8 +86,13 @@ pub(super) fn on_failure(ctx: &mut RequestCtx, connect: bool) {
 }
 
 /// The response head from the endpoint: its latency, its status for outlier ejection, and the
-/// affinity cookie when the request was (re)pinned.
-pub(super) fn on_response(ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> Result<()> {
+/// affinity cookie when the request was (re)pinned (`req` is read for its `User-Agent` only
+/// when the route's `SameSite=None` is conditional).
+pub(super) fn on_response(
+    ctx: &mut RequestCtx,
+    req: &RequestHeader,
+    resp: &mut ResponseHeader,
+) -> Result<()> {
     let Some(lb) = ctx.lb.as_mut() else {
         return Ok(());
     };
@@ -106,14 +112,25 @@ pub(super) fn on_response(ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> Re
     if let (Some(affinity), Some(id)) = (&balance.affinity, ctx.set_cookie) {
         let value = balance::cookie_value(id);
         let path = affinity.path.as_deref().unwrap_or("/");
+        let attributes = match &affinity.attributes_without_samesite {
+            Some(without)
+                if req
+                    .headers
+                    .get(header::USER_AGENT)
+                    .is_some_and(|ua| same_site::rejects_none(ua.as_bytes())) =>
+            {
+                without
+            }
+            _ => &affinity.attributes,
+        };
         let mut cookie =
-            Vec::with_capacity(affinity.name.len() + 24 + path.len() + affinity.attributes.len());
+            Vec::with_capacity(affinity.name.len() + 24 + path.len() + attributes.len());
         cookie.extend_from_slice(affinity.name.as_bytes());
         cookie.push(b'=');
         cookie.extend_from_slice(&value);
         cookie.extend_from_slice(b"; Path=");
         cookie.extend_from_slice(path.as_bytes());
-        cookie.extend_from_slice(affinity.attributes.as_bytes());
+        cookie.extend_from_slice(attributes.as_bytes());
         let v = HeaderValue::from_bytes(&cookie)
             .map_err(|e| Error::because(ErrorType::InternalError, "affinity cookie", e))?;
         resp.append_header(header::SET_COOKIE, v)?;

@@ -467,7 +467,7 @@ impl ProxyHttp for Proxy {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
@@ -476,7 +476,7 @@ impl ProxyHttp for Proxy {
             route_policy::response(policy, upstream_response, ctx.cors_origin.as_ref())?;
         }
         if ctx.lb.is_some() {
-            lb::on_response(ctx, upstream_response)?;
+            lb::on_response(ctx, session.req_header(), upstream_response)?;
         }
         // pingora writes `Date` (cached once a second) on every response.
         if !upstream_response.headers.contains_key(header::SERVER) {
