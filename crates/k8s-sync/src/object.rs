@@ -218,6 +218,9 @@ pub struct Snapshot {
     /// into `tls_material`, shared from there by every translation, never copied.
     pub secrets: BTreeMap<ObjectKey, Box<Secret>>,
     tls_material: BTreeMap<ObjectKey, Arc<TlsSecret>>,
+    /// The class this process serves, when known: an Ingress of another class is never
+    /// served, so only what the translator reads from it (its class and hosts) is kept.
+    served_class: Option<Arc<str>>,
     /// Which snapshot this is: a translator that last saw another one starts from scratch.
     id: u64,
     changes: Changes,
@@ -326,6 +329,7 @@ impl Default for Snapshot {
             endpoints: BTreeMap::new(),
             secrets: BTreeMap::new(),
             tls_material: BTreeMap::new(),
+            served_class: None,
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             changes: Changes {
                 all_ingresses: true,
@@ -335,7 +339,73 @@ impl Default for Snapshot {
     }
 }
 
+/// What the translator reads from an Ingress of a class this process does not serve: its class
+/// and the hosts it names (known hosts bound the per-host metric labels). Paths, backends,
+/// labels, other annotations and status go: in a cluster where the edge and the router watch
+/// the same Ingresses, each holds the other's at a fraction of the size.
+fn keep_class_and_hosts(ing: &mut Ingress) {
+    use k8s_openapi::api::networking::v1::{IngressRule, IngressSpec, IngressTLS};
+    let meta = &mut ing.metadata;
+    meta.labels = None;
+    meta.owner_references = None;
+    meta.finalizers = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.retain(|k, _| k == crate::translate::CLASS_ANNOTATION);
+    }
+    ing.status = None;
+    if let Some(spec) = ing.spec.take() {
+        let rules = spec.rules.map(|rules| {
+            let rules = rules.into_iter().filter(|r| r.host.is_some());
+            rules
+                .map(|r| IngressRule {
+                    host: r.host,
+                    http: None,
+                })
+                .collect()
+        });
+        let tls = spec.tls.map(|tls| {
+            let tls = tls.into_iter().filter(|t| t.hosts.is_some());
+            tls.map(|t| IngressTLS {
+                hosts: t.hosts,
+                secret_name: None,
+            })
+            .collect()
+        });
+        ing.spec = Some(IngressSpec {
+            ingress_class_name: spec.ingress_class_name,
+            rules,
+            tls,
+            default_backend: None,
+        });
+    }
+}
+
 impl Snapshot {
+    /// A snapshot for a process serving `class`: Ingresses of other classes are kept lean (see
+    /// [`keep_class_and_hosts`]); translating it gives the same result as a full snapshot.
+    pub fn for_class(class: &str) -> Self {
+        Self {
+            served_class: Some(class.into()),
+            ..Self::default()
+        }
+    }
+
+    /// Whether an Ingress names a class other than the one served.
+    fn is_foreign(&self, ing: &Ingress) -> bool {
+        match (&self.served_class, crate::translate::class_of(ing)) {
+            (Some(served), Some(class)) => **served != *class,
+            _ => false,
+        }
+    }
+
+    /// An Ingress as stored: lean when it names a class other than the one served.
+    fn stored_ingress(&self, mut ing: Box<Ingress>) -> Box<Ingress> {
+        if self.is_foreign(&ing) {
+            keep_class_and_hosts(&mut ing);
+        }
+        ing
+    }
+
     /// This snapshot's identity.
     pub fn id(&self) -> u64 {
         self.id
@@ -360,7 +430,10 @@ impl Snapshot {
             }
         }
         match obj {
-            Object::Ingress(o) => put(&mut self.ingresses, key, o),
+            Object::Ingress(o) => {
+                let o = self.stored_ingress(o);
+                put(&mut self.ingresses, key, o)
+            }
             Object::IngressClass(o) => put(&mut self.ingress_classes, key, o),
             Object::Service(o) => put(&mut self.services, key, o),
             Object::EndpointSlice(o) => put(&mut self.endpoint_slices, key, o),
@@ -380,7 +453,10 @@ impl Snapshot {
         let key = obj.key();
         self.changes.record(obj.kind_enum(), &key);
         match obj {
-            Object::Ingress(o) => drop(self.ingresses.insert(key, o)),
+            Object::Ingress(o) => {
+                let o = self.stored_ingress(o);
+                drop(self.ingresses.insert(key, o))
+            }
             Object::IngressClass(o) => drop(self.ingress_classes.insert(key, o)),
             Object::Service(o) => drop(self.services.insert(key, o)),
             Object::EndpointSlice(o) => drop(self.endpoint_slices.insert(key, o)),
@@ -393,7 +469,14 @@ impl Snapshot {
     pub fn holds(&self, obj: &Object) -> bool {
         let key = obj.key();
         match obj {
-            Object::Ingress(o) => self.ingresses.get(&key).map(|v| &**v) == Some(&**o),
+            Object::Ingress(o) => {
+                let stored = self.ingresses.get(&key);
+                if self.is_foreign(o) {
+                    stored.is_some_and(|v| **v == *self.stored_ingress(o.clone()))
+                } else {
+                    stored.is_some_and(|v| **v == **o)
+                }
+            }
             Object::IngressClass(o) => self.ingress_classes.get(&key).map(|v| &**v) == Some(&**o),
             Object::Service(o) => self.services.get(&key).map(|v| &**v) == Some(&**o),
             Object::EndpointSlice(o) => self.endpoint_slices.get(&key).map(|v| &**v) == Some(&**o),
@@ -495,6 +578,50 @@ impl Snapshot {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn other_classes_ingresses_keep_class_and_hosts_only() {
+        let doc = |class: &str| {
+            json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+                "metadata": {"name": format!("i-{class}"), "namespace": "shop",
+                    "labels": {"team": "a"},
+                    "annotations": {"kubernetes.io/ingress.class": class, "x/y": "z"}},
+                "spec": {"tls": [{"hosts": ["a.example"], "secretName": "s"}],
+                    "rules": [{"host": "b.example", "http": {"paths": [{"path": "/",
+                        "pathType": "Prefix",
+                        "backend": {"service": {"name": "svc", "port": {"number": 80}}}}]}},
+                        {"http": {"paths": []}}]}})
+        };
+        let mut snap = Snapshot::for_class("mine");
+        for class in ["mine", "theirs"] {
+            for o in Object::from_manifest(doc(class)).unwrap() {
+                assert!(snap.insert(o.clone()));
+                assert!(
+                    snap.holds(&o),
+                    "{class}: stored as the same object would be"
+                );
+            }
+        }
+        let whole = &snap.ingresses[&ObjectKey::new("shop", "i-mine")];
+        let Object::Ingress(original) = Object::from_manifest(doc("mine")).unwrap().remove(0)
+        else {
+            panic!("an Ingress");
+        };
+        assert_eq!(whole, &original);
+        let lean = &snap.ingresses[&ObjectKey::new("shop", "i-theirs")];
+        assert_eq!(crate::translate::class_of(lean), Some("theirs"));
+        assert_eq!(
+            crate::translate::hosts_named(lean),
+            BTreeSet::from(["a.example".to_owned(), "b.example".to_owned()])
+        );
+        assert_eq!(lean.metadata.labels, None);
+        assert_eq!(lean.metadata.annotations.as_ref().map(|a| a.len()), Some(1));
+        let spec = lean.spec.as_ref().unwrap();
+        let rules = spec.rules.as_ref().unwrap();
+        assert_eq!(rules.len(), 1);
+        assert!(rules[0].http.is_none());
+        assert_eq!(spec.tls.as_ref().unwrap()[0].secret_name, None);
+    }
 
     #[test]
     fn defaults_namespace_and_ignores_other_kinds() {

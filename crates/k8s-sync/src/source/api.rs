@@ -164,8 +164,8 @@ pub async fn run_api_sync(
     observers: Vec<Box<dyn SyncObserver>>,
 ) {
     let (mut changes, kinds) = watch_all(&client, &opts);
+    let mut snapshot = Snapshot::for_class(&settings.class);
     let mut rebuilder = Rebuilder::new(settings, sink, observers);
-    let mut snapshot = Snapshot::default();
     // Relists in progress: a kind's buffer replaces it only once complete.
     let mut relisting: BTreeMap<Kind, Vec<Object>> = BTreeMap::new();
     let mut listed: BTreeMap<Kind, bool> = kinds.iter().map(|k| (*k, false)).collect();

@@ -164,6 +164,13 @@ impl ManifestDir {
         }
     }
 
+    /// For a process serving `class`: Ingresses of other classes are kept lean (see
+    /// [`Snapshot::for_class`]). Call before the first rescan.
+    pub fn serving_class(mut self, class: &str) -> Self {
+        self.snapshot = Snapshot::for_class(class);
+        self
+    }
+
     /// Reads changed files at once, without waiting for them to settle.
     #[cfg(test)]
     fn without_settling(mut self) -> Self {

@@ -120,7 +120,7 @@ pub async fn run_manifest_sync(
             source,
         })?;
 
-    let mut source = ManifestDir::new(dir.clone());
+    let mut source = ManifestDir::new(dir.clone()).serving_class(&settings.class);
     let first = source.rescan().map_err(|source| SyncError::Read {
         dir: dir.clone(),
         source,
