@@ -294,19 +294,16 @@ impl Metrics {
     /// (so idle routes add no series) and cached, so later requests only touch atomics.
     pub fn route_handles(
         self: &Arc<Self>,
-        namespace: &str,
-        ingress: &str,
-        service: &str,
+        namespace: &Arc<str>,
+        ingress: &Arc<str>,
+        service: &Arc<str>,
         fallback: bool,
     ) -> Arc<RouteMetrics> {
         Arc::new(RouteMetrics {
             metrics: self.clone(),
-            labels: [
-                namespace.to_owned(),
-                ingress.to_owned(),
-                service.to_owned(),
-                if fallback { "true" } else { "false" }.to_owned(),
-            ],
+            // Shared with the route's Ingress and backend keys: no copies per route.
+            labels: [namespace.clone(), ingress.clone(), service.clone()],
+            fallback: if fallback { "true" } else { "false" },
             by_status_class: Default::default(),
             duration: OnceLock::new(),
             connect: OnceLock::new(),
@@ -316,7 +313,8 @@ impl Metrics {
 
     /// Handles for requests no route matched.
     pub fn unrouted_handles(self: &Arc<Self>) -> Arc<RouteMetrics> {
-        self.route_handles("", "", "", false)
+        let none: Arc<str> = Arc::from("");
+        self.route_handles(&none, &none, &none, false)
     }
 }
 
@@ -325,8 +323,10 @@ const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 /// Lazily resolved metric handles of one route.
 pub struct RouteMetrics {
     metrics: Arc<Metrics>,
-    /// namespace, ingress, service, fallback.
-    labels: [String; 4],
+    /// namespace, ingress, service.
+    labels: [Arc<str>; 3],
+    /// The `fallback` label.
+    fallback: &'static str,
     by_status_class: [OnceLock<IntCounter>; 5],
     duration: OnceLock<Histogram>,
     connect: OnceLock<Histogram>,
@@ -353,18 +353,22 @@ impl RouteMetrics {
             0 | 400..=499 => 3,
             _ => 4,
         };
-        let [ns, ing, svc, fb] = &self.labels;
+        let [ns, ing, svc] = &self.labels;
         self.by_status_class[i]
             .get_or_init(|| {
-                self.metrics
-                    .requests
-                    .with_label_values(&[ns, ing, svc, STATUS_CLASSES[i], fb])
+                self.metrics.requests.with_label_values(&[
+                    ns,
+                    ing,
+                    svc,
+                    STATUS_CLASSES[i],
+                    self.fallback,
+                ])
             })
             .inc();
     }
 
     pub fn observe_duration(&self, seconds: f64) {
-        let [ns, ing, svc, _] = &self.labels;
+        let [ns, ing, svc] = &self.labels;
         self.duration
             .get_or_init(|| {
                 self.metrics
@@ -375,14 +379,14 @@ impl RouteMetrics {
     }
 
     pub fn observe_connect(&self, seconds: f64) {
-        let [ns, _, svc, _] = &self.labels;
+        let [ns, _, svc] = &self.labels;
         self.connect
             .get_or_init(|| self.metrics.upstream_connect.with_label_values(&[ns, svc]))
             .observe(seconds);
     }
 
     pub fn count_retry(&self) {
-        let [ns, _, svc, _] = &self.labels;
+        let [ns, _, svc] = &self.labels;
         self.retries
             .get_or_init(|| self.metrics.upstream_retries.with_label_values(&[ns, svc]))
             .inc();
@@ -404,7 +408,7 @@ mod tests {
     #[test]
     fn registers_and_encodes_with_tier_label() {
         let m = Metrics::new(Tier::Router);
-        let h = m.route_handles("ns", "ing", "svc", true);
+        let h = m.route_handles(&"ns".into(), &"ing".into(), &"svc".into(), true);
         h.count(204);
         h.count(503);
         m.fallback_requests.with_label_values(&[OTHER_HOST]).inc();

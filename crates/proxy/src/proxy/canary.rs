@@ -65,7 +65,7 @@ mod tests {
             backend: Arc::new(Backend::new(key, &resolved)),
             rule,
             ingress: "ns/c".into(),
-            metrics: metrics.route_handles("ns", "c", "beta", false),
+            metrics: metrics.route_handles(&"ns".into(), &"c".into(), &"beta".into(), false),
             requests: metrics
                 .canary_requests
                 .with_label_values(&["ns", "c", "beta"]),
