@@ -209,7 +209,11 @@ impl Object {
 /// looked ([`Snapshot::take_changes`]).
 #[derive(Clone, Debug)]
 pub struct Snapshot {
+    /// Ingresses kept whole: those of the served class, unclassed ones, and every one when the
+    /// served class is not known.
     pub ingresses: BTreeMap<ObjectKey, Box<Ingress>>,
+    /// Ingresses of other classes (see [`Snapshot::for_class`]).
+    pub other_class_ingresses: BTreeMap<ObjectKey, OtherClassIngress>,
     pub ingress_classes: BTreeMap<ObjectKey, Box<IngressClass>>,
     pub services: BTreeMap<ObjectKey, Box<Service>>,
     pub endpoint_slices: BTreeMap<ObjectKey, Box<EndpointSlice>>,
@@ -252,14 +256,19 @@ fn take_tls_material(secret: &mut Secret) -> Option<Arc<TlsSecret>> {
     };
     let cert_pem = take(TLS_CRT, crt_in_data);
     let key_pem = take(TLS_KEY, key_in_data);
-    // An emptied map keeps its node allocation (~0.5 KiB per Secret).
-    if secret.data.as_ref().is_some_and(BTreeMap::is_empty) {
-        secret.data = None;
-    }
-    if secret.string_data.as_ref().is_some_and(BTreeMap::is_empty) {
-        secret.string_data = None;
-    }
     Some(Arc::new(TlsSecret { cert_pem, key_pem }))
+}
+
+/// A Secret as a snapshot keeps it: its `tls.crt` / `tls.key` moved out (returned), and what
+/// nothing reads dropped — other data keys (e.g. cert-manager's `ca.crt`), labels and
+/// annotations. Its type and identity stay (the translator checks the type; Events name it).
+fn secret_as_stored(secret: &mut Secret) -> Option<Arc<TlsSecret>> {
+    let material = take_tls_material(secret);
+    secret.data = None;
+    secret.string_data = None;
+    secret.metadata.labels = None;
+    secret.metadata.annotations = None;
+    material
 }
 
 /// What changed in a snapshot, by kind and key.
@@ -323,6 +332,7 @@ impl Default for Snapshot {
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Self {
             ingresses: BTreeMap::new(),
+            other_class_ingresses: BTreeMap::new(),
             ingress_classes: BTreeMap::new(),
             services: BTreeMap::new(),
             endpoint_slices: BTreeMap::new(),
@@ -339,50 +349,53 @@ impl Default for Snapshot {
     }
 }
 
-/// What the translator reads from an Ingress of a class this process does not serve: its class
-/// and the hosts it names (known hosts bound the per-host metric labels). Paths, backends,
-/// labels, other annotations and status go: in a cluster where the edge and the router watch
-/// the same Ingresses, each holds the other's at a fraction of the size.
-fn keep_class_and_hosts(ing: &mut Ingress) {
-    use k8s_openapi::api::networking::v1::{IngressRule, IngressSpec, IngressTLS};
-    let meta = &mut ing.metadata;
-    meta.labels = None;
-    meta.owner_references = None;
-    meta.finalizers = None;
-    if let Some(annotations) = meta.annotations.as_mut() {
-        annotations.retain(|k, _| k == crate::translate::CLASS_ANNOTATION);
+/// What the translator reads from an Ingress of a class this process does not serve: the
+/// hosts it names (known hosts bound the per-host metric labels), and its class. Kept instead of
+/// the whole object: where an edge and a router watch the same Ingresses, each holds the
+/// other's at a fraction of the size (an `Ingress` value alone is ~600 bytes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OtherClassIngress {
+    pub class: Box<str>,
+    /// As [`crate::translate::hosts_named`] gives them: lowercase, each once, sorted.
+    pub hosts: Box<[Box<str>]>,
+}
+
+impl OtherClassIngress {
+    fn of(ing: &Ingress, class: &str) -> Self {
+        let hosts = crate::translate::hosts_named(ing);
+        Self {
+            class: class.into(),
+            hosts: hosts.into_iter().map(String::into_boxed_str).collect(),
+        }
     }
-    ing.status = None;
-    if let Some(spec) = ing.spec.take() {
-        let rules = spec.rules.map(|rules| {
-            let rules = rules.into_iter().filter(|r| r.host.is_some());
-            rules
-                .map(|r| IngressRule {
-                    host: r.host,
-                    http: None,
-                })
-                .collect()
+
+    /// An Ingress object that reads the same: for a source that hands objects back (the
+    /// manifest directory's shadowed duplicates).
+    fn to_ingress(&self, key: &ObjectKey) -> Ingress {
+        use k8s_openapi::api::networking::v1::{IngressRule, IngressSpec};
+        let rules = self.hosts.iter().map(|h| IngressRule {
+            host: Some(h.to_string()),
+            http: None,
         });
-        let tls = spec.tls.map(|tls| {
-            let tls = tls.into_iter().filter(|t| t.hosts.is_some());
-            tls.map(|t| IngressTLS {
-                hosts: t.hosts,
-                secret_name: None,
-            })
-            .collect()
-        });
-        ing.spec = Some(IngressSpec {
-            ingress_class_name: spec.ingress_class_name,
-            rules,
-            tls,
-            default_backend: None,
-        });
+        Ingress {
+            metadata: ObjectMeta {
+                name: Some(key.name.to_string()),
+                namespace: Some(key.namespace.to_string()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(IngressSpec {
+                ingress_class_name: Some(self.class.to_string()),
+                rules: Some(rules.collect()),
+                ..IngressSpec::default()
+            }),
+            status: None,
+        }
     }
 }
 
 impl Snapshot {
-    /// A snapshot for a process serving `class`: Ingresses of other classes are kept lean (see
-    /// [`keep_class_and_hosts`]); translating it gives the same result as a full snapshot.
+    /// A snapshot for a process serving `class`: Ingresses of other classes are kept as
+    /// [`OtherClassIngress`]; translating it gives the same result as a full snapshot.
     pub fn for_class(class: &str) -> Self {
         Self {
             served_class: Some(class.into()),
@@ -390,20 +403,33 @@ impl Snapshot {
         }
     }
 
-    /// Whether an Ingress names a class other than the one served.
-    fn is_foreign(&self, ing: &Ingress) -> bool {
-        match (&self.served_class, crate::translate::class_of(ing)) {
-            (Some(served), Some(class)) => **served != *class,
-            _ => false,
+    /// What is kept of an Ingress of a class other than the one served (`None`: ours, or
+    /// unclassed, or no class known: kept whole).
+    fn other_class(&self, ing: &Ingress) -> Option<OtherClassIngress> {
+        let served = self.served_class.as_deref()?;
+        let class = crate::translate::class_of(ing).filter(|c| *c != served)?;
+        Some(OtherClassIngress::of(ing, class))
+    }
+
+    /// Stores an Ingress (replacing what the key held, whole or as another class's).
+    fn put_ingress(&mut self, key: ObjectKey, ing: Box<Ingress>) {
+        match self.other_class(&ing) {
+            Some(other) => {
+                self.ingresses.remove(&key);
+                self.other_class_ingresses.insert(key, other);
+            }
+            None => {
+                self.other_class_ingresses.remove(&key);
+                self.ingresses.insert(key, ing);
+            }
         }
     }
 
-    /// An Ingress as stored: lean when it names a class other than the one served.
-    fn stored_ingress(&self, mut ing: Box<Ingress>) -> Box<Ingress> {
-        if self.is_foreign(&ing) {
-            keep_class_and_hosts(&mut ing);
-        }
-        ing
+    /// The keys of every Ingress, of any class.
+    pub fn ingress_keys(&self) -> impl Iterator<Item = &ObjectKey> {
+        self.ingresses
+            .keys()
+            .chain(self.other_class_ingresses.keys())
     }
 
     /// This snapshot's identity.
@@ -431,8 +457,13 @@ impl Snapshot {
         }
         match obj {
             Object::Ingress(o) => {
-                let o = self.stored_ingress(o);
-                put(&mut self.ingresses, key, o)
+                if self.ingresses.contains_key(&key)
+                    || self.other_class_ingresses.contains_key(&key)
+                {
+                    return false;
+                }
+                self.put_ingress(key, o);
+                true
             }
             Object::IngressClass(o) => put(&mut self.ingress_classes, key, o),
             Object::Service(o) => put(&mut self.services, key, o),
@@ -453,10 +484,7 @@ impl Snapshot {
         let key = obj.key();
         self.changes.record(obj.kind_enum(), &key);
         match obj {
-            Object::Ingress(o) => {
-                let o = self.stored_ingress(o);
-                drop(self.ingresses.insert(key, o))
-            }
+            Object::Ingress(o) => self.put_ingress(key, o),
             Object::IngressClass(o) => drop(self.ingress_classes.insert(key, o)),
             Object::Service(o) => drop(self.services.insert(key, o)),
             Object::EndpointSlice(o) => drop(self.endpoint_slices.insert(key, o)),
@@ -469,21 +497,17 @@ impl Snapshot {
     pub fn holds(&self, obj: &Object) -> bool {
         let key = obj.key();
         match obj {
-            Object::Ingress(o) => {
-                let stored = self.ingresses.get(&key);
-                if self.is_foreign(o) {
-                    stored.is_some_and(|v| **v == *self.stored_ingress(o.clone()))
-                } else {
-                    stored.is_some_and(|v| **v == **o)
-                }
-            }
+            Object::Ingress(o) => match self.other_class(o) {
+                Some(other) => self.other_class_ingresses.get(&key) == Some(&other),
+                None => self.ingresses.get(&key).is_some_and(|v| **v == **o),
+            },
             Object::IngressClass(o) => self.ingress_classes.get(&key).map(|v| &**v) == Some(&**o),
             Object::Service(o) => self.services.get(&key).map(|v| &**v) == Some(&**o),
             Object::EndpointSlice(o) => self.endpoint_slices.get(&key).map(|v| &**v) == Some(&**o),
             Object::Endpoints(o) => self.endpoints.get(&key).map(|v| &**v) == Some(&**o),
             Object::Secret(o) => {
                 let mut secret = (**o).clone();
-                let material = take_tls_material(&mut secret);
+                let material = secret_as_stored(&mut secret);
                 self.secrets.get(&key).map(|v| &**v) == Some(&secret)
                     && self.tls_material.get(&key).map(|m| &**m) == material.as_deref()
             }
@@ -494,7 +518,10 @@ impl Snapshot {
     pub fn take(&mut self, kind: Kind, key: &ObjectKey) -> Option<Object> {
         self.changes.record(kind, key);
         match kind {
-            Kind::Ingress => self.ingresses.remove(key).map(Object::Ingress),
+            Kind::Ingress => self.ingresses.remove(key).map(Object::Ingress).or_else(|| {
+                let other = self.other_class_ingresses.remove(key)?;
+                Some(Object::Ingress(Box::new(other.to_ingress(key))))
+            }),
             Kind::IngressClass => self.ingress_classes.remove(key).map(Object::IngressClass),
             Kind::Service => self.services.remove(key).map(Object::Service),
             Kind::EndpointSlice => self.endpoint_slices.remove(key).map(Object::EndpointSlice),
@@ -517,7 +544,10 @@ impl Snapshot {
     pub fn remove(&mut self, kind: Kind, key: &ObjectKey) -> bool {
         self.changes.record(kind, key);
         match kind {
-            Kind::Ingress => self.ingresses.remove(key).is_some(),
+            Kind::Ingress => {
+                let other = self.other_class_ingresses.remove(key).is_some();
+                self.ingresses.remove(key).is_some() || other
+            }
             Kind::IngressClass => self.ingress_classes.remove(key).is_some(),
             Kind::Service => self.services.remove(key).is_some(),
             Kind::EndpointSlice => self.endpoint_slices.remove(key).is_some(),
@@ -533,7 +563,10 @@ impl Snapshot {
     pub fn replace_kind(&mut self, kind: Kind, objects: Vec<Object>) {
         self.changes.record_all(kind);
         match kind {
-            Kind::Ingress => self.ingresses.clear(),
+            Kind::Ingress => {
+                self.ingresses.clear();
+                self.other_class_ingresses.clear();
+            }
             Kind::IngressClass => self.ingress_classes.clear(),
             Kind::Service => self.services.clear(),
             Kind::EndpointSlice => self.endpoint_slices.clear(),
@@ -549,7 +582,7 @@ impl Snapshot {
     }
 
     fn store_secret(&mut self, key: ObjectKey, mut secret: Box<Secret>) {
-        match take_tls_material(&mut secret) {
+        match secret_as_stored(&mut secret) {
             Some(m) => self.tls_material.insert(key.clone(), m),
             None => self.tls_material.remove(&key),
         };
@@ -564,7 +597,10 @@ impl Snapshot {
     /// Object counts by kind, for logs and metrics.
     pub fn counts(&self) -> [(&'static str, usize); 6] {
         [
-            ("Ingress", self.ingresses.len()),
+            (
+                "Ingress",
+                self.ingresses.len() + self.other_class_ingresses.len(),
+            ),
             ("IngressClass", self.ingress_classes.len()),
             ("Service", self.services.len()),
             ("EndpointSlice", self.endpoint_slices.len()),
@@ -580,7 +616,7 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn other_classes_ingresses_keep_class_and_hosts_only() {
+    fn other_classes_ingresses_are_kept_as_class_and_hosts() {
         let doc = |class: &str| {
             json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
                 "metadata": {"name": format!("i-{class}"), "namespace": "shop",
@@ -608,19 +644,29 @@ mod tests {
             panic!("an Ingress");
         };
         assert_eq!(whole, &original);
-        let lean = &snap.ingresses[&ObjectKey::new("shop", "i-theirs")];
-        assert_eq!(crate::translate::class_of(lean), Some("theirs"));
-        assert_eq!(
-            crate::translate::hosts_named(lean),
-            BTreeSet::from(["a.example".to_owned(), "b.example".to_owned()])
-        );
-        assert_eq!(lean.metadata.labels, None);
-        assert_eq!(lean.metadata.annotations.as_ref().map(|a| a.len()), Some(1));
-        let spec = lean.spec.as_ref().unwrap();
-        let rules = spec.rules.as_ref().unwrap();
-        assert_eq!(rules.len(), 1);
-        assert!(rules[0].http.is_none());
-        assert_eq!(spec.tls.as_ref().unwrap()[0].secret_name, None);
+        let key = ObjectKey::new("shop", "i-theirs");
+        assert!(!snap.ingresses.contains_key(&key));
+        let other = OtherClassIngress {
+            class: "theirs".into(),
+            hosts: ["a.example".into(), "b.example".into()].into(),
+        };
+        assert_eq!(snap.other_class_ingresses.get(&key), Some(&other));
+        assert_eq!(snap.counts()[0], ("Ingress", 2));
+        // Handed back (a shadowed duplicate) and stored again: the same.
+        let back = snap.take(Kind::Ingress, &key).unwrap();
+        assert!(snap.other_class_ingresses.is_empty());
+        snap.upsert(back);
+        assert_eq!(snap.other_class_ingresses.get(&key), Some(&other));
+        // A new version naming the served class replaces it whole, and back again.
+        let mut now_mine = doc("mine");
+        now_mine["metadata"]["name"] = json!("i-theirs");
+        snap.upsert(Object::from_manifest(now_mine).unwrap().remove(0));
+        assert!(snap.ingresses.contains_key(&key));
+        assert!(!snap.other_class_ingresses.contains_key(&key));
+        snap.upsert(Object::from_manifest(doc("theirs")).unwrap().remove(0));
+        assert!(!snap.ingresses.contains_key(&key));
+        assert!(snap.remove(Kind::Ingress, &key));
+        assert!(snap.other_class_ingresses.is_empty());
     }
 
     #[test]
@@ -641,8 +687,9 @@ mod tests {
     #[test]
     fn tls_secret_bytes_are_kept_once_and_handed_back_whole() {
         let doc = json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
-            "metadata": {"name": "s", "namespace": "n"},
-            "data": {"tls.crt": "Q0VSVA==", "other": "eA=="}, "stringData": {"tls.key": "KEY"}});
+            "metadata": {"name": "s", "namespace": "n", "uid": "u1",
+                "labels": {"a": "b"}, "annotations": {"cert-manager.io/issuer-name": "x"}},
+            "data": {"tls.crt": "Q0VSVA==", "ca.crt": "eA=="}, "stringData": {"tls.key": "KEY"}});
         let obj = Object::from_manifest(doc).unwrap().remove(0);
         let key = ObjectKey::new("n", "s");
         let mut snap = Snapshot::default();
@@ -652,19 +699,25 @@ mod tests {
             (m.cert_pem.as_slice(), m.key_pem.as_slice()),
             (&b"CERT"[..], &b"KEY"[..])
         );
-        // The object keeps everything else, and no second copy of the PEM bytes.
+        // The object keeps its identity and type; nothing reads the rest (no second copy of
+        // the PEM bytes, no other data keys, labels or annotations).
         let stored = &snap.secrets[&key];
-        assert!(stored.data.as_ref().unwrap().contains_key("other"));
-        assert!(!stored.data.as_ref().unwrap().contains_key("tls.crt"));
+        assert_eq!(stored.type_.as_deref(), Some("kubernetes.io/tls"));
+        assert_eq!(stored.metadata.uid.as_deref(), Some("u1"));
+        assert_eq!(stored.data, None);
+        assert_eq!(stored.string_data, None);
+        assert_eq!(stored.metadata.labels, None);
+        assert_eq!(stored.metadata.annotations, None);
         assert!(snap.holds(&obj), "the same Secret is recognised");
-        // Taken out, it is whole again (PEM back in `data`).
+        // Taken out, it has its PEM back in `data`.
         let Some(Object::Secret(back)) = snap.take(Kind::Secret, &key) else {
             panic!("taken");
         };
         assert_eq!(back.data.as_ref().unwrap()["tls.key"].0, b"KEY");
+        assert_eq!(back.data.as_ref().unwrap()["tls.crt"].0, b"CERT");
         assert!(snap.tls_material(&key).is_none());
         snap.upsert(Object::Secret(back));
-        assert!(snap.holds(&obj) || snap.tls_material(&key).is_some());
+        assert!(snap.holds(&obj), "stored again, it is the same Secret");
     }
 
     #[test]

@@ -73,7 +73,7 @@ impl Rebuilder {
             routes = translation.routes.route_count(),
             backends = translation.endpoints.0.len(),
             problems = translation.problems.len(),
-            ingresses = snapshot.ingresses.len(),
+            ingresses = snapshot.ingresses.len() + snapshot.other_class_ingresses.len(),
             took_us = started.elapsed().as_micros() as u64,
             "config rebuilt"
         );

@@ -227,7 +227,7 @@ impl Translator {
 
     /// Translates everything, ignoring what was kept (the snapshot's change log is left as is).
     pub fn translate_all(mut self, snapshot: &Snapshot) -> Translation {
-        let keys: Vec<ObjectKey> = snapshot.ingresses.keys().cloned().collect();
+        let keys: Vec<ObjectKey> = snapshot.ingress_keys().cloned().collect();
         self.apply(snapshot, keys, None)
     }
 
@@ -242,7 +242,7 @@ impl Translator {
             let settings = self.settings.clone();
             *self = Self::new(settings);
             self.snapshot_id = Some(snapshot.id());
-            let keys: Vec<ObjectKey> = snapshot.ingresses.keys().cloned().collect();
+            let keys: Vec<ObjectKey> = snapshot.ingress_keys().cloned().collect();
             return self.apply(snapshot, keys, None);
         }
         let dirty = changes.ingresses.iter().cloned().collect();
@@ -294,10 +294,12 @@ impl Translator {
                     }
                 }
             }
-            let Some(ing) = snapshot.ingresses.get(key) else {
-                continue;
+            let ing = snapshot.ingresses.get(key);
+            let named: BTreeSet<String> = match (ing, snapshot.other_class_ingresses.get(key)) {
+                (Some(ing), _) => hosts_named(ing),
+                (None, Some(other)) => other.hosts.iter().map(|h| h.to_string()).collect(),
+                (None, None) => continue,
             };
-            let named = hosts_named(ing);
             if !named.is_empty() {
                 for h in &named {
                     let n = self.host_counts.entry(h.clone()).or_default();
@@ -310,6 +312,10 @@ impl Translator {
                 self.named
                     .insert(key.clone(), named.into_iter().collect::<Vec<_>>().into());
             }
+            // Another class's Ingress: its hosts are known, nothing of it is served.
+            let Some(ing) = ing else {
+                continue;
+            };
             match class.decide(key, ing, &self.settings) {
                 Decision::Serve => {
                     let out = parse_ingress(key, ing, &self.settings);
