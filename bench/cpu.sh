@@ -14,6 +14,9 @@
 #   nginx-tls           wrk over https (keep-alive) -> nginx TLS -> echo
 #   chain[-nolog]       wrk over https -> tls-edge -> h2c -> router -> echo (both tiers on CPU 1,
 #                       CPU summed; the router's Service port has appProtocol kubernetes.io/h2c)
+# Then, with CPU_RATE > 0, the plain-HTTP configurations at a fixed rate below saturation
+# (bench-load: CPU_RATE requests/s over CPU_RATE_CONNS keep-alive connections, open loop, pinned
+# to CPU 0): p50/p99/p99.9 in µs and CPU µs per request at that rate, RUNS interleaved rounds.
 # Each round runs every configuration once, order rotated; a run during which other processes
 # used more than CPU_MAX_FOREIGN of CPU 1 is flagged "disturbed" and repeated once (medians use
 # the undisturbed runs where there are any). Usually driven by `bench/run.sh cpu`.
@@ -21,10 +24,13 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 : "${RUNS:=3}" "${DURATION:=10}" "${BENCH_PORT_BASE:=39000}"
 : "${CPU_WRK_THREADS:=1}" "${CPU_WRK_CONNS:=32}" "${CPU_MAX_FOREIGN:=0.4}"
+: "${CPU_RATE:=8000}" "${CPU_RATE_CONNS:=16}"
 : "${CPU_CONFIGS:=direct router-default router-nolog floor nginx nginx-jsonlog haproxy edge-tls edge-tls-nolog nginx-tls chain chain-nolog}"
 : "${RESULTS:=$ROOT/bench/results/cpu-$(date -u +%Y%m%dT%H%M%SZ)}"
 mkdir -p "$RESULTS/raw"
-[[ -x "$BIN/bench-floor" ]] || { echo "bench: missing $BIN/bench-floor (cargo build --release)" >&2; exit 1; }
+for b in bench-floor bench-load; do
+  [[ -x "$BIN/$b" ]] || { echo "bench: missing $BIN/$b (cargo build --release)" >&2; exit 1; }
+done
 # The driver (curl, python, wrk) stays off the proxies' CPU; the proxies are moved to CPU 1.
 taskset -cp 0 $$ >/dev/null
 bench_tmp
@@ -289,3 +295,31 @@ for c in "${CONFIGS[@]}"; do
   fi
 done
 python3 "$ROOT/bench/parse.py" cpusummary "$RESULTS/cpu.tsv" | tee "$RESULTS/cpu-summary.md"
+
+# --- fixed rate ---------------------------------------------------------------------------------
+# run_rate CONFIG RUN: CPU_RATE requests/s for DURATION s; appends a line to rate.tsv.
+run_rate() {
+  local c=$1 run=$2 raw="$RESULTS/raw/rate-$1-$2.txt" entry u=0 s=0 bu bs au as out
+  local -A t0 t1
+  local addr=${URL[$c]#http://}; addr=${addr%%/*}
+  for entry in ${PIDS[$c]}; do t0[$entry]=$(ticks "${entry#*:}"); done
+  out=$(taskset -c 0 "$BIN/bench-load" "$addr" "$CPU_RATE" "$DURATION" "$CPU_RATE_CONNS" "$HOST" /bench)
+  for entry in ${PIDS[$c]}; do t1[$entry]=$(ticks "${entry#*:}"); done
+  for entry in ${PIDS[$c]}; do
+    read -r bu bs <<<"${t0[$entry]}"; read -r au as <<<"${t1[$entry]}"
+    u=$((u + au - bu)); s=$((s + as - bs))
+  done
+  echo "$out utime=$u stime=$s clk=$CLK load=$(cut -d' ' -f1 /proc/loadavg)" | tee "$raw" >&2
+  python3 "$ROOT/bench/parse.py" rate "$raw" "$c" "$run" "${PIDS[$c]:--}" >>"$RESULTS/rate.tsv"
+}
+if ((CPU_RATE > 0)); then
+  RATE_CONFIGS=()
+  for c in "${CONFIGS[@]}"; do [[ ${URL[$c]} == http://* ]] && RATE_CONFIGS+=("$c"); done
+  n=${#RATE_CONFIGS[@]}
+  for run in $(seq "$RUNS"); do
+    for i in $(seq 0 $((n - 1))); do
+      run_rate "${RATE_CONFIGS[$(((i + run - 1) % n))]}" "$run"
+    done
+  done
+  python3 "$ROOT/bench/parse.py" ratesummary "$RESULTS/rate.tsv" | tee "$RESULTS/rate-summary.md"
+fi

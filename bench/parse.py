@@ -9,12 +9,15 @@
   parse.py cpu RAW CONFIG RUN UTIME STIME CLK_TCK DURATION CPU1_BUSY CPU0_BUSY LOAD0 LOAD1
            MAX_FOREIGN PARTS                       -> one cpu.tsv line (bench/cpu.sh)
   parse.py cpusummary CPU.tsv                      -> markdown: CPU us per request, ratios
+  parse.py rate RAW CONFIG RUN PIDS                -> one rate.tsv line (bench/cpu.sh, fixed rate)
+  parse.py ratesummary RATE.tsv                    -> markdown: latency at a fixed rate, ratios
   parse.py perf CONFIG CPU_US REPORT TOP           -> markdown: a `perf report --sort dso,sym`
                                                       converted to us per request (bench/profile.sh)
   parse.py perfphases CONFIG CPU_US SCRIPT         -> markdown: inclusive shares from `perf script`
 
 TSV columns: bench config run tool req_per_s p50_ms p99_ms errors raw_file
 """
+import math
 import os
 import re
 import statistics
@@ -535,6 +538,59 @@ def tls_summary(results):
                 print(f"| {TLS_LOAD_NAMES.get(l, l)} | {a} / {b} | {c} | {i} |")
 
 
+RATE_COLS = ["config", "run", "requests", "errors", "late", "rate", "p50_us", "p90_us", "p99_us",
+             "p999_us", "max_us", "cpu_us_per_req", "utime_ticks", "stime_ticks", "clk_tck", "load"]
+
+
+def rate_line(raw, config, run, pids):
+    """One fixed-rate run (bench-load's key=value line plus the proxy's ticks) as a TSV line."""
+    kv = dict(f.split("=", 1) for f in open(raw).read().split() if "=" in f)
+    requests = int(kv["requests"])
+    ticks = int(kv["utime"]) + int(kv["stime"])
+    us = ticks / int(kv["clk"]) * 1e6 / requests if requests and pids != "-" else float("nan")
+    vals = [config, run, requests, kv["errors"], kv["late"], kv["rate"], kv["p50_us"], kv["p90_us"],
+            kv["p99_us"], kv["p999_us"], kv["max_us"], f"{us:.2f}", kv["utime"], kv["stime"],
+            kv["clk"], kv["load"]]
+    return "\t".join(str(v) for v in vals)
+
+
+RATE_RATIOS = [("router-default", "nginx-jsonlog"), ("router-default", "nginx"),
+               ("router-nolog", "nginx"), ("router-default", "haproxy"), ("floor", "nginx"),
+               ("router-default", "floor")]
+
+
+def rate_summary(path):
+    rows = [dict(zip(RATE_COLS, l.rstrip("\n").split("\t"))) for l in open(path) if l.strip()]
+    order, by = [], {}
+    for r in rows:
+        if r["config"] not in by:
+            order.append(r["config"])
+        by.setdefault(r["config"], []).append(r)
+    out = ["| config | runs | req/s | p50 µs | p90 µs | **p99 µs** (min–max) | p99.9 µs | max µs "
+           "| CPU µs/req | errors | late |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    med = {}
+    for c in order:
+        runs = by[c]
+
+        def m(col, f=float):
+            return statistics.median(f(r[col]) for r in runs)
+        p99s = [int(r["p99_us"]) for r in runs]
+        med[c] = {"p99": m("p99_us"), "p50": m("p50_us"), "us": m("cpu_us_per_req")}
+        cpu = "–" if math.isnan(med[c]["us"]) else f"{med[c]['us']:.1f}"
+        out.append(f"| {c} | {len(runs)} | {m('rate'):,.0f} | {m('p50_us'):.0f} | {m('p90_us'):.0f} | "
+                   f"**{med[c]['p99']:.0f}** ({min(p99s)}–{max(p99s)}) | {m('p999_us'):.0f} | "
+                   f"{m('max_us'):.0f} | {cpu} | {sum(int(r['errors']) for r in runs)} | "
+                   f"{sum(int(r['late']) for r in runs)} |")
+    pairs = [(a, b) for a, b in RATE_RATIOS if a in med and b in med]
+    if pairs:
+        out += ["", "| ratio (medians) | p50 | **p99** | CPU µs/req |", "|---|---|---|---|"]
+        for a, b in pairs:
+            cpu = med[a]["us"] / med[b]["us"] if med[b]["us"] else float("nan")
+            out.append(f"| {a} / {b} | {med[a]['p50'] / med[b]['p50']:.2f} | "
+                       f"**{med[a]['p99'] / med[b]['p99']:.2f}** | {cpu:.2f} |")
+    print("\n".join(out))
+
+
 def main():
     kind = sys.argv[1]
     if kind == "wrk":
@@ -553,6 +609,10 @@ def main():
         perf_summary(*sys.argv[2:6])
     elif kind == "perfphases":
         perf_phases(*sys.argv[2:5])
+    elif kind == "rate":
+        print(rate_line(*sys.argv[2:6]))
+    elif kind == "ratesummary":
+        rate_summary(sys.argv[2])
     elif kind == "cpusummary":
         cpu_summary(sys.argv[2])
     elif kind == "tlssummary":

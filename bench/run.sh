@@ -12,7 +12,8 @@
 # Knobs (environment): RUNS=3 DURATION=10 WRK_THREADS=2 WRK_CONNS=64 H2_CONNS=32 H2_STREAMS=4
 # SCALE_SIZES="10 1000 5000" BENCH_PORT_BASE=39000 BENCH_NO_BUILD=1 (use existing binaries);
 # instructions part: INSTR_REQUESTS=2000 INSTR_CONNS=8 (bench/instructions.sh);
-# cpu part: CPU_WRK_THREADS=1 CPU_WRK_CONNS=32 CPU_MAX_FOREIGN=0.4 CPU_CONFIGS="..." (bench/cpu.sh);
+# cpu part: CPU_WRK_THREADS=1 CPU_WRK_CONNS=32 CPU_MAX_FOREIGN=0.4 CPU_CONFIGS="..." CPU_RATE=8000
+#   CPU_RATE_CONNS=16 (bench/cpu.sh; CPU_RATE=0 skips the fixed-rate part);
 # tls part: TLS_SERVERS TLS_LOADS TLS_AWS_BIN TLS_CALLGRIND=1 TLS_CG_SECONDS (bench/tls.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,6 +58,7 @@ echo "load after: $(cut -d' ' -f1-3 /proc/loadavg); wall: $((SECONDS - start_s))
   sed 's/^/    /' "$RESULTS/machine.txt"; echo
   [[ -s "$RESULTS/results.tsv" ]] && python3 bench/parse.py summary "$RESULTS/results.tsv"
   if [[ -s "$RESULTS/cpu.tsv" ]]; then echo "### CPU per request"; echo; python3 bench/parse.py cpusummary "$RESULTS/cpu.tsv"; echo; fi
+  if [[ -s "$RESULTS/rate.tsv" ]]; then echo "### Latency at a fixed rate"; echo; python3 bench/parse.py ratesummary "$RESULTS/rate.tsv"; echo; fi
   if [[ -s "$RESULTS/tls.tsv" || -s "$RESULTS/tls-callgrind.tsv" ]]; then echo "### TLS"; echo; python3 bench/parse.py tlssummary "$RESULTS"; echo; fi
   if [[ -s "$RESULTS/scale.tsv" ]]; then echo "### scale"; echo; python3 bench/parse.py scale "$RESULTS/scale.tsv"; fi
   if [[ -s "$RESULTS/changes.tsv" ]]; then echo "### changes"; echo; python3 bench/parse.py changes "$RESULTS/changes.tsv"; fi
