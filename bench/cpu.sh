@@ -201,18 +201,6 @@ for c in "${CONFIGS[@]}"; do
 done
 
 # --- measurement helpers ------------------------------------------------------------------------
-# ticks PID: "utime stime" of the process (all its threads) plus its direct children.
-ticks() {
-  local u=0 s=0 p line rest
-  [[ -r /proc/$1/stat ]] || { echo "bench: process $1 is gone" >&2; return 1; }
-  for p in "$1" $(pgrep -P "$1" || true); do
-    read -r line <"/proc/$p/stat" || continue
-    rest=${line##*) }
-    read -ra f <<<"$rest"
-    u=$((u + f[11])); s=$((s + f[12]))
-  done
-  echo "$u $s"
-}
 cpu_busy() { # N: busy ticks of CPU N since boot (everything but idle and iowait)
   awk -v c="cpu$1" '$1==c{print $2+$3+$4+$7+$8+$9}' /proc/stat
 }
@@ -297,18 +285,22 @@ done
 python3 "$ROOT/bench/parse.py" cpusummary "$RESULTS/cpu.tsv" | tee "$RESULTS/cpu-summary.md"
 
 # --- fixed rate ---------------------------------------------------------------------------------
+sum_ticks() { # NAME:PID...: "utime stime" summed over the processes (0 0 for none)
+  local u=0 s=0 entry pu ps
+  for entry in "$@"; do
+    read -r pu ps <<<"$(ticks "${entry#*:}")"
+    u=$((u + pu)); s=$((s + ps))
+  done
+  echo "$u $s"
+}
 # run_rate CONFIG RUN: CPU_RATE requests/s for DURATION s; appends a line to rate.tsv.
 run_rate() {
-  local c=$1 run=$2 raw="$RESULTS/raw/rate-$1-$2.txt" entry u=0 s=0 bu bs au as out
-  local -A t0 t1
+  local c=$1 run=$2 raw="$RESULTS/raw/rate-$1-$2.txt" bu bs au as out
   local addr=${URL[$c]#http://}; addr=${addr%%/*}
-  for entry in ${PIDS[$c]}; do t0[$entry]=$(ticks "${entry#*:}"); done
+  read -r bu bs <<<"$(sum_ticks ${PIDS[$c]})"
   out=$(taskset -c 0 "$BIN/bench-load" "$addr" "$CPU_RATE" "$DURATION" "$CPU_RATE_CONNS" "$HOST" /bench)
-  for entry in ${PIDS[$c]}; do t1[$entry]=$(ticks "${entry#*:}"); done
-  for entry in ${PIDS[$c]}; do
-    read -r bu bs <<<"${t0[$entry]}"; read -r au as <<<"${t1[$entry]}"
-    u=$((u + au - bu)); s=$((s + as - bs))
-  done
+  read -r au as <<<"$(sum_ticks ${PIDS[$c]})"
+  local u=$((au - bu)) s=$((as - bs))
   echo "$out utime=$u stime=$s clk=$CLK load=$(cut -d' ' -f1 /proc/loadavg)" | tee "$raw" >&2
   python3 "$ROOT/bench/parse.py" rate "$raw" "$c" "$run" "${PIDS[$c]:--}" >>"$RESULTS/rate.tsv"
 }

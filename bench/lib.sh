@@ -184,3 +184,16 @@ run_h2load() {
   rm -f "$log"
   tail -n1 "$RESULTS/results.tsv" | cut -f1-8 >&2
 }
+
+# ticks PID: "utime stime" of the process (all its threads) plus its direct children.
+ticks() {
+  local u=0 s=0 p line rest
+  [[ -r /proc/$1/stat ]] || { echo "bench: process $1 is gone" >&2; return 1; }
+  for p in "$1" $(pgrep -P "$1" || true); do
+    read -r line <"/proc/$p/stat" || continue
+    rest=${line##*) }
+    read -ra f <<<"$rest"
+    u=$((u + f[11])); s=$((s + f[12]))
+  done
+  echo "$u $s"
+}

@@ -311,13 +311,19 @@ CPU_RATIOS = [
 ]
 
 
-def cpu_summary(path):
-    rows = [dict(zip(CPU_COLS, l.rstrip("\n").split("\t"))) for l in open(path) if l.strip()]
+def rows_by_config(path, cols):
+    """A TSV's rows as dicts by config, and the configs in order of first appearance."""
+    rows = [dict(zip(cols, l.rstrip("\n").split("\t"))) for l in open(path) if l.strip()]
     order, by = [], {}
     for r in rows:
         if r["config"] not in by:
             order.append(r["config"])
         by.setdefault(r["config"], []).append(r)
+    return order, by
+
+
+def cpu_summary(path):
+    order, by = rows_by_config(path, CPU_COLS)
     out = ["| config | runs used (disturbed) | req/s | **CPU µs/req** (min–max) | user µs | sys µs "
            "| proxy CPU % | p50 ms | p99 ms | errors | others on CPU 1 % |",
            "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -560,12 +566,7 @@ RATE_RATIOS = [("router-default", "nginx-jsonlog"), ("router-default", "nginx"),
 
 
 def rate_summary(path):
-    rows = [dict(zip(RATE_COLS, l.rstrip("\n").split("\t"))) for l in open(path) if l.strip()]
-    order, by = [], {}
-    for r in rows:
-        if r["config"] not in by:
-            order.append(r["config"])
-        by.setdefault(r["config"], []).append(r)
+    order, by = rows_by_config(path, RATE_COLS)
     out = ["| config | runs | req/s | p50 µs | p90 µs | **p99 µs** (min–max) | p99.9 µs | max µs "
            "| CPU µs/req | errors | late |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     med = {}

@@ -32,7 +32,7 @@ start echo "$BENCH_TMP/echo.log" taskset -c 0 "$BIN/echo-backend" --listen "127.
 mkdir -p "$BENCH_TMP/manifests"
 { manifest_service echo "$ECHO"; manifest_fallback_ingress fallback echo; } >"$BENCH_TMP/manifests/router.yaml"
 
-ticks() { local line rest; read -r line <"/proc/$1/stat"; rest=${line##*) }; read -ra f <<<"$rest"; echo $((f[11] + f[12])); }
+cpu_ticks() { local u s; read -r u s <<<"$(ticks "$1")"; echo $((u + s)); } # PID: utime + stime
 
 for c in "${configs[@]}"; do
   case $c in
@@ -49,7 +49,7 @@ for c in "${configs[@]}"; do
   wait_http "http://127.0.0.1:$PROXY/bench" '"service":"echo"'
   taskset -c 0 wrk -t"$CPU_WRK_THREADS" -c"$CPU_WRK_CONNS" -d2s "http://127.0.0.1:$PROXY/bench" >/dev/null 2>&1 || true
   raw="$RESULTS/wrk-$c.txt"
-  t0=$(ticks "$pid")
+  t0=$(cpu_ticks "$pid")
   taskset -c 0 wrk -t"$CPU_WRK_THREADS" -c"$CPU_WRK_CONNS" -d"${DURATION}s" --latency "http://127.0.0.1:$PROXY/bench" >"$raw" 2>&1 &
   wpid=$!
   sleep 1
@@ -57,7 +57,7 @@ for c in "${configs[@]}"; do
   taskset -c 0 perf record -q -e cpu-clock -F "$PERF_FREQ" --call-graph dwarf,16384 -p "$pid" \
     -o "$RESULTS/perf-$c.data" -- sleep $((DURATION - 2)) 2>>"$RESULTS/perf-record.log" || true
   wait "$wpid" || true
-  t1=$(ticks "$pid")
+  t1=$(cpu_ticks "$pid")
   kill -INT "$pid"; wait "$pid" 2>/dev/null || true
   requests=$(awk '/requests in/{print $1}' "$raw")
   us=$(python3 -c "print(f'{($t1 - $t0) / $CLK * 1e6 / $requests:.2f}')")

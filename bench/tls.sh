@@ -133,17 +133,6 @@ start_server() {
     --resolve "$HOST:${PORT[$name]}:127.0.0.1" --cacert "$BENCH_TMP/certs/example-ca.crt"
 }
 
-ticks() { # PID: "utime stime" of the process and its direct children
-  local u=0 s=0 p line rest
-  for p in "$1" $(pgrep -P "$1" || true); do
-    read -r line <"/proc/$p/stat" || continue
-    rest=${line##*) }
-    read -ra f <<<"$rest"
-    u=$((u + f[11])); s=$((s + f[12]))
-  done
-  echo "$u $s"
-}
-
 # load NAME LOAD SECONDS RAW: runs one load against NAME, writes its output to RAW and prints
 # "COUNT FULL RESUMED" (COUNT = connections or requests).
 load() {

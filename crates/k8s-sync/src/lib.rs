@@ -13,6 +13,7 @@ pub mod events;
 pub mod object;
 pub mod pipeline;
 pub mod problem;
+pub mod sorted_vec;
 pub mod source;
 pub mod status;
 pub mod tier;

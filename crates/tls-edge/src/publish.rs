@@ -82,13 +82,7 @@ impl SecretState {
             }
             for b in now.get(&h).into_iter().flat_map(|l| l.iter()) {
                 let hosts = self.hosts_of.entry(b.secret.clone()).or_default();
-                if let Err(i) = hosts.binary_search(&h) {
-                    if hosts.capacity() == 0 {
-                        // Most Secrets serve one host.
-                        hosts.reserve_exact(1);
-                    }
-                    hosts.insert(i, h.clone());
-                }
+                k8s_sync::sorted_vec::insert(hosts, h.clone());
             }
             self.dirty_hosts.insert(h);
         }

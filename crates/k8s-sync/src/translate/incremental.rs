@@ -21,6 +21,7 @@ use crate::config::{
 };
 use crate::object::{Changes, Kind, ObjectKey, Snapshot};
 use crate::problem::{Problem, ProblemReason};
+use crate::sorted_vec;
 
 /// Whether and how this tier serves an Ingress's class.
 struct ClassView {
@@ -122,22 +123,6 @@ pub struct Translator {
     served_keys: imbl::OrdSet<ObjectKey>,
 }
 
-/// Inserts into a sorted Vec kept per host or per object: the first element gets a Vec of
-/// capacity one (`Vec::insert` would reserve four, and most of these hold one element).
-fn insert_at<T>(v: &mut Vec<T>, i: usize, x: T) {
-    if v.capacity() == 0 {
-        v.reserve_exact(1);
-    }
-    v.insert(i, x);
-}
-
-/// Inserts into a sorted Vec unless it holds an equal element already.
-fn insert_sorted<T: Ord + Clone>(v: &mut Vec<T>, x: &T) {
-    if let Err(i) = v.binary_search(x) {
-        insert_at(v, i, x.clone());
-    }
-}
-
 /// Backends a list of routes (or a default backend) names, with the naming Ingress.
 /// A small multiset kept sorted in a Vec: most have one or two members, and a map per entry
 /// would cost a node allocation of several hundred bytes each.
@@ -154,7 +139,7 @@ impl<T: Ord + Clone> Counts<T> {
     fn add(&mut self, v: &T) {
         match self.0.binary_search_by(|(x, _)| x.cmp(v)) {
             Ok(i) => self.0[i].1 += 1,
-            Err(i) => insert_at(&mut self.0, i, (v.clone(), 1)),
+            Err(i) => sorted_vec::insert_at(&mut self.0, i, (v.clone(), 1)),
         }
     }
 
@@ -321,7 +306,7 @@ impl Translator {
                     let out = parse_ingress(key, ing, &self.settings);
                     for h in out.host_keys() {
                         let ages = self.by_host.entry(h.to_owned()).or_default();
-                        insert_sorted(ages, &out.age);
+                        sorted_vec::insert(ages, out.age.clone());
                         dirty_hosts.insert(h.to_owned());
                     }
                     self.add_tls(&out, &mut tls);
@@ -641,7 +626,7 @@ impl Translator {
     fn add_tls(&mut self, out: &IngressOut, dirt: &mut TlsDirt) {
         for h in out.tls_host_keys() {
             let ages = self.tls_by_host.entry(h.to_owned()).or_default();
-            insert_sorted(ages, &out.age);
+            sorted_vec::insert(ages, out.age.clone());
             dirt.hosts.insert(h.to_owned());
         }
         for b in &out.tls {

@@ -543,12 +543,7 @@ impl Owners {
     }
 
     fn insert(&mut self, path: Arc<Path>) {
-        if let Err(i) = self.0.binary_search_by(|p| (**p).cmp(&*path)) {
-            if self.0.capacity() == 0 {
-                self.0.reserve_exact(1);
-            }
-            self.0.insert(i, path);
-        }
+        crate::sorted_vec::insert(&mut self.0, path);
     }
 
     fn remove(&mut self, path: &Path) {
