@@ -23,6 +23,7 @@ import contextlib
 import copy
 import http.server
 import json
+import os
 import socket
 import socketserver
 import threading
@@ -496,9 +497,13 @@ class FakeApiServer:
                 "current-context": "c", "preferences": {}}
 
     def write_kubeconfig(self, path, **kw) -> str:
-        # JSON is valid YAML; kube-rs reads either.
-        with open(path, "w") as f:
+        # JSON is valid YAML; kube-rs reads either. Written aside and renamed in: two processes
+        # started one after the other share a path, and the first may be reading it while the
+        # second's rewrite would otherwise have truncated it.
+        tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+        with open(tmp, "w") as f:
             json.dump(self.kubeconfig(**kw), f, indent=2)
+        os.replace(tmp, path)
         return str(path)
 
     # ------------------------------------------------------------------ store (internal, lock held)
