@@ -8,7 +8,8 @@
 # background work (timers, the config source), so the summary subtracts each configuration's
 # smallest idle count (instructions.tsv keeps every raw count).
 #
-#   bench/instructions.sh [router-default] [router-nolog] [floor]     (default: all three)
+#   bench/instructions.sh [router-default] [router-nolog] [floor] [floor-mimalloc] [lean] [hyper] [raw]
+#   (default: the first three; the others are the prototypes of crates/bench-floor)
 #
 # Knobs: INSTR_REQUESTS=2000 INSTR_CONNS=8 RUNS=3 (rounds, interleaved; medians) BENCH_PORT_BASE.
 # Writes $RESULTS (default bench/results/instructions-<ts>/): instructions.tsv (one line per
@@ -47,6 +48,10 @@ measure() {
     router-nolog) cmd=("$BIN/router" --threads 1 --manifests "$BENCH_TMP/manifests" --http-listen "127.0.0.1:$PROXY"
                        --admin-listen "127.0.0.1:$((PROXY + 100))" --log-format json --shutdown-delay 0s --no-access-log) ;;
     floor) cmd=("$BIN/bench-floor" "127.0.0.1:$PROXY" "127.0.0.1:$ECHO" 1) ;;
+    floor-mimalloc) cmd=("$BIN/bench-floor-mimalloc" "127.0.0.1:$PROXY" "127.0.0.1:$ECHO" 1) ;;
+    lean) cmd=("$BIN/bench-lean" "127.0.0.1:$PROXY" "127.0.0.1:$ECHO" 1) ;;
+    hyper) cmd=("$BIN/bench-hyper" "127.0.0.1:$PROXY" "127.0.0.1:$ECHO") ;;
+    raw) cmd=("$BIN/bench-raw" "127.0.0.1:$PROXY" "127.0.0.1:$ECHO") ;;
     *) echo "bench: unknown config $c" >&2; exit 2 ;;
   esac
   valgrind --tool=callgrind --callgrind-out-file="$out.%p" "${cmd[@]}" >/dev/null 2>"$BENCH_TMP/$c-$run.log" &

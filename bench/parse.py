@@ -308,6 +308,9 @@ CPU_RATIOS = [
     ("nginx-jsonlog", "nginx"), ("floor", "nginx"), ("floor", "haproxy"), ("haproxy", "nginx"),
     ("edge-tls", "nginx-tls"), ("edge-tls-nolog", "nginx-tls"),
     ("chain", "nginx-tls"), ("chain-nolog", "nginx-tls"), ("chain", "edge-tls"),
+    ("floor-mimalloc", "floor"), ("lean", "floor-mimalloc"), ("lean", "nginx"),
+    ("lean", "nginx-jsonlog"), ("hyper", "nginx"), ("hyper", "lean"), ("raw", "nginx"),
+    ("raw", "lean"),
 ]
 
 
@@ -562,7 +565,8 @@ def rate_line(raw, config, run, pids):
 
 RATE_RATIOS = [("router-default", "nginx-jsonlog"), ("router-default", "nginx"),
                ("router-nolog", "nginx"), ("router-default", "haproxy"), ("floor", "nginx"),
-               ("router-default", "floor")]
+               ("router-default", "floor"), ("lean", "floor-mimalloc"), ("lean", "nginx"),
+               ("hyper", "nginx"), ("raw", "nginx")]
 
 
 def rate_summary(path):
