@@ -7,8 +7,9 @@
 //! - [`Lean`]: the same proxying written directly on pingora-core's HTTP/1.1 session and
 //!   connection-pool APIs, one request at a time in one task, without pingora-proxy's
 //!   duplex machinery (`bench-lean`).
-//! - `bench-raw` (its own binary): tokio and `httparse` only, no pingora, as a lower bound of
-//!   what a tokio-based proxy costs here.
+//! - `bench-hyper` and `bench-raw` (own binaries over [`serve_local`]): the same proxy on hyper's
+//!   HTTP/1.1 connections, and tokio + `httparse` only as a lower bound of what a tokio-based
+//!   proxy costs here.
 #![forbid(unsafe_code)]
 
 use std::future::Future;
