@@ -23,7 +23,8 @@
 #                       CPU summed; the router's Service port has appProtocol kubernetes.io/h2c)
 # Then, with CPU_RATE > 0, the plain-HTTP configurations at a fixed rate below saturation
 # (bench-load: CPU_RATE requests/s over CPU_RATE_CONNS keep-alive connections, open loop, pinned
-# to CPU 0): p50/p99/p99.9 in µs and CPU µs per request at that rate, RUNS interleaved rounds.
+# to CPU 0): p50/p99/p99.9 in µs and CPU µs per request at that rate, RUNS interleaved rounds
+# (CPU_CLOSED_LOOP=0 runs only this part).
 # Each round runs every configuration once, order rotated; a run during which other processes
 # used more than CPU_MAX_FOREIGN of CPU 1 is flagged "disturbed" and repeated once (medians use
 # the undisturbed runs where there are any). Usually driven by `bench/run.sh cpu`.
@@ -31,7 +32,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 : "${RUNS:=3}" "${DURATION:=10}" "${BENCH_PORT_BASE:=39000}"
 : "${CPU_WRK_THREADS:=1}" "${CPU_WRK_CONNS:=32}" "${CPU_MAX_FOREIGN:=0.4}"
-: "${CPU_RATE:=8000}" "${CPU_RATE_CONNS:=16}"
+: "${CPU_RATE:=8000}" "${CPU_RATE_CONNS:=16}" "${CPU_CLOSED_LOOP:=1}"
 : "${CPU_CONFIGS:=direct router-default router-nolog floor nginx nginx-jsonlog haproxy edge-tls edge-tls-nolog nginx-tls chain chain-nolog}"
 : "${RESULTS:=$ROOT/bench/results/cpu-$(date -u +%Y%m%dT%H%M%SZ)}"
 mkdir -p "$RESULTS/raw"
@@ -271,7 +272,9 @@ done
 
 echo "knobs: RUNS=$RUNS DURATION=$DURATION CPU_WRK_THREADS=$CPU_WRK_THREADS CPU_WRK_CONNS=$CPU_WRK_CONNS CPU_MAX_FOREIGN=$CPU_MAX_FOREIGN CLK_TCK=$CLK" >>"$RESULTS/raw/cpu-rounds.txt"
 n=${#CONFIGS[@]}
+((CPU_CLOSED_LOOP)) || n=0 # only the fixed-rate part
 for run in $(seq "$RUNS"); do
+  ((n)) || break
   echo "round $run start $(date -u +%T) load $(cut -d' ' -f1-3 /proc/loadavg)" >>"$RESULTS/raw/cpu-rounds.txt"
   for i in $(seq 0 $((n - 1))); do
     c=${CONFIGS[$(((i + run - 1) % n))]}
@@ -293,7 +296,9 @@ for c in "${CONFIGS[@]}"; do
     wait_http "${URL[$c]}" '"service":"echo"'
   fi
 done
-python3 "$ROOT/bench/parse.py" cpusummary "$RESULTS/cpu.tsv" | tee "$RESULTS/cpu-summary.md"
+if ((CPU_CLOSED_LOOP)); then
+  python3 "$ROOT/bench/parse.py" cpusummary "$RESULTS/cpu.tsv" | tee "$RESULTS/cpu-summary.md"
+fi
 
 # --- fixed rate ---------------------------------------------------------------------------------
 sum_ticks() { # NAME:PID...: "utime stime" summed over the processes (0 0 for none)
