@@ -28,7 +28,8 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_proxy::{ProxyHttp, Session, http_proxy_service};
 use tokio::net::{TcpListener, TcpStream};
 
-/// Command line shared by the pingora-based floors: `LISTEN UPSTREAM [THREADS]`.
+/// Command line shared by the floors and prototypes: `LISTEN UPSTREAM [THREADS]` (one thread
+/// only for those without pingora).
 pub struct Args {
     pub listen: String,
     pub upstream: SocketAddr,
