@@ -271,13 +271,10 @@ for c in chain chain-nolog; do
 done
 
 echo "knobs: RUNS=$RUNS DURATION=$DURATION CPU_WRK_THREADS=$CPU_WRK_THREADS CPU_WRK_CONNS=$CPU_WRK_CONNS CPU_MAX_FOREIGN=$CPU_MAX_FOREIGN CLK_TCK=$CLK" >>"$RESULTS/raw/cpu-rounds.txt"
-n=${#CONFIGS[@]}
-((CPU_CLOSED_LOOP)) || n=0 # only the fixed-rate part
 for run in $(seq "$RUNS"); do
-  ((n)) || break
+  ((CPU_CLOSED_LOOP)) || break # only the fixed-rate part
   echo "round $run start $(date -u +%T) load $(cut -d' ' -f1-3 /proc/loadavg)" >>"$RESULTS/raw/cpu-rounds.txt"
-  for i in $(seq 0 $((n - 1))); do
-    c=${CONFIGS[$(((i + run - 1) % n))]}
+  for c in $(in_round_order "$run" "${CONFIGS[@]}"); do
     run_cpu "$c" "$run"
     line=$(tail -n1 "$RESULTS/cpu.tsv")
     if [[ $(cut -f18 <<<"$line") == 1 ]]; then
@@ -323,11 +320,8 @@ run_rate() {
 if ((CPU_RATE > 0)); then
   RATE_CONFIGS=()
   for c in "${CONFIGS[@]}"; do [[ ${URL[$c]} == http://* ]] && RATE_CONFIGS+=("$c"); done
-  n=${#RATE_CONFIGS[@]}
   for run in $(seq "$RUNS"); do
-    for i in $(seq 0 $((n - 1))); do
-      run_rate "${RATE_CONFIGS[$(((i + run - 1) % n))]}" "$run"
-    done
+    for c in $(in_round_order "$run" "${RATE_CONFIGS[@]}"); do run_rate "$c" "$run"; done
   done
   python3 "$ROOT/bench/parse.py" ratesummary "$RESULTS/rate.tsv" | tee "$RESULTS/rate-summary.md"
 fi

@@ -86,11 +86,8 @@ measure() {
     tee -a "$RESULTS/instructions.tsv" >&2
 }
 
-n=${#configs[@]}
 for run in $(seq "$RUNS"); do
-  for i in $(seq 0 $((n - 1))); do
-    measure "${configs[$(((i + run - 1) % n))]}" "$run"
-  done
+  for c in $(in_round_order "$run" "${configs[@]}"); do measure "$c" "$run"; done
 done
 {
   echo "| config | instructions/request, median (min–max) | runs |"

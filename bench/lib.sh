@@ -185,6 +185,16 @@ run_h2load() {
   tail -n1 "$RESULTS/results.tsv" | cut -f1-8 >&2
 }
 
+# in_round_order RUN ITEM...: the items rotated by RUN - 1, one per line, so over the rounds
+# every item takes every position once (interleaved rounds: none always runs first or last).
+in_round_order() {
+  local run=$1 i
+  shift
+  for ((i = 0; i < $#; i++)); do
+    echo "${@:$(((i + run - 1) % $# + 1)):1}"
+  done
+}
+
 # ticks PID: "utime stime" of the process (all its threads) plus its direct children.
 ticks() {
   local u=0 s=0 p line rest

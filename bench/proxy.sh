@@ -93,12 +93,8 @@ for c in "${CONFIGS[@]}"; do wait_http "${URL[$c]}" '"service":"echo"'; done
 # Warm-up (not recorded): fills the upstream pools and the page cache.
 for c in "${CONFIGS[@]}"; do wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d2s "${URL[$c]}" >/dev/null 2>&1 || true; done
 
-n=${#CONFIGS[@]}
 for run in $(seq "$RUNS"); do
-  for i in $(seq 0 $((n - 1))); do
-    c=${CONFIGS[$(((i + run - 1) % n))]}
-    run_wrk proxy "$c" "$run" "${URL[$c]}"
-  done
+  for c in $(in_round_order "$run" "${CONFIGS[@]}"); do run_wrk proxy "$c" "$run" "${URL[$c]}"; done
 done
 # Sanity: the proxies really proxied (their answers name the echo service).
 for c in "${CONFIGS[@]}"; do wait_http "${URL[$c]}" '"service":"echo"'; done

@@ -93,14 +93,11 @@ LUA=(-s "$ROOT/bench/resolve-loopback.lua")
 for c in "${CONFIGS[@]}"; do
   wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d2s "${LUA[@]}" "$(wrk_url "$c")" >/dev/null 2>&1 || true
 done
-n=${#CONFIGS[@]}
 for run in $(seq "$RUNS"); do
-  for i in $(seq 0 $((n - 1))); do
-    c=${CONFIGS[$(((i + run - 1) % n))]}
+  for c in $(in_round_order "$run" "${CONFIGS[@]}"); do
     run_wrk tiers-wrk "$c" "$run" "$(wrk_url "$c")" "${LUA[@]}"
   done
-  for i in $(seq 0 $((n - 1))); do
-    c=${CONFIGS[$(((i + run - 1) % n))]}
+  for c in $(in_round_order "$run" "${CONFIGS[@]}"); do
     run_h2load tiers-h2load "$c" "$run" "$(wrk_url "$c")" --connect-to="127.0.0.1:${PORT[$c]}"
   done
 done

@@ -186,10 +186,9 @@ if [[ $TLS_CALLGRIND != 1 || ${TLS_CPU:-1} == 1 ]]; then
   for s in "${SERVERS[@]}"; do load "$s" new13 1 /dev/null >/dev/null; load "$s" keepalive 1 /dev/null >/dev/null; done
   pairs=()
   for l in "${LOADS[@]}"; do for s in "${SERVERS[@]}"; do pairs+=("$s:$l"); done; done
-  n=${#pairs[@]}
   for run in $(seq "$RUNS"); do
-    for i in $(seq 0 $((n - 1))); do
-      p=${pairs[$(((i + run - 1) % n))]}; s=${p%%:*}; l=${p#*:}
+    for p in $(in_round_order "$run" "${pairs[@]}"); do
+      s=${p%%:*}; l=${p#*:}
       v="SPID_${s//-/_}"; pid=${!v}
       raw="$RESULTS/raw/tls-$s-$l-$run.txt"
       read -r u0 s0 <<<"$(ticks "$pid")"
