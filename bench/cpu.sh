@@ -8,6 +8,9 @@
 #   router-nolog        the same with --no-access-log
 #   floor               bench-floor: bare pingora proxy to a fixed upstream (crates/bench-floor)
 #   floor-mimalloc      the same with mimalloc, the tiers' allocator (not in the default set)
+#   floor-ingress       floor-mimalloc plus what no ingress-nginx-compatible proxy can skip (the
+#                       forwarded headers and request id ingress-nginx sends, upstream timeouts)
+#                       through pingora's API: a lower bound for the router (not in the default set)
 #   lean                prototype: HTTP/1.1 on pingora-core's session and pool APIs without
 #                       pingora-proxy (crates/bench-floor `Lean`; not in the default set)
 #   hyper               prototype: the same on hyper's HTTP/1.1 server and client connections (not
@@ -36,7 +39,7 @@ source "$(dirname "$0")/lib.sh"
 : "${CPU_CONFIGS:=direct router-default router-nolog floor nginx nginx-jsonlog haproxy edge-tls edge-tls-nolog nginx-tls chain chain-nolog}"
 : "${RESULTS:=$ROOT/bench/results/cpu-$(date -u +%Y%m%dT%H%M%SZ)}"
 mkdir -p "$RESULTS/raw"
-for b in bench-floor bench-floor-mimalloc bench-lean bench-hyper bench-raw bench-load; do
+for b in bench-floor bench-floor-mimalloc bench-floor-ingress bench-lean bench-hyper bench-raw bench-load; do
   [[ -x "$BIN/$b" ]] || { echo "bench: missing $BIN/$b (cargo build --release)" >&2; exit 1; }
 done
 # The driver (curl, python, wrk) stays off the proxies' CPU; the proxies are moved to CPU 1.
@@ -51,7 +54,8 @@ ECHO=$((B + 4))
 declare -A PORT=([router-default]=$((B + 60)) [router-nolog]=$((B + 61)) [router-chain]=$((B + 62))
   [router-chain-nolog]=$((B + 63)) [floor]=$((B + 64)) [nginx]=$((B + 65)) [nginx-jsonlog]=$((B + 66))
   [nginx-tls]=$((B + 67)) [haproxy]=$((B + 68)) [edge-tls]=$((B + 70)) [edge-tls-nolog]=$((B + 71))
-  [chain]=$((B + 72)) [chain-nolog]=$((B + 73)) [floor-mimalloc]=$((B + 74)) [lean]=$((B + 75)) [raw]=$((B + 76)) [hyper]=$((B + 77)))
+  [chain]=$((B + 72)) [chain-nolog]=$((B + 73)) [floor-mimalloc]=$((B + 74)) [lean]=$((B + 75)) [raw]=$((B + 76)) [hyper]=$((B + 77))
+  [floor-ingress]=$((B + 78)))
 for p in $ECHO "${PORT[@]}"; do
   port_free "$p" || { echo "bench: port $p busy (set BENCH_PORT_BASE)" >&2; exit 1; }
 done
@@ -96,6 +100,7 @@ router router-chain "$M/chain" --trusted-proxies 127.0.0.1/32
 router router-chain-nolog "$M/chain-nolog" --trusted-proxies 127.0.0.1/32 --no-access-log
 pingora floor "$BIN/bench-floor" "127.0.0.1:${PORT[floor]}" "127.0.0.1:$ECHO" 1
 pingora floor-mimalloc "$BIN/bench-floor-mimalloc" "127.0.0.1:${PORT[floor-mimalloc]}" "127.0.0.1:$ECHO" 1
+pingora floor-ingress "$BIN/bench-floor-ingress" "127.0.0.1:${PORT[floor-ingress]}" "127.0.0.1:$ECHO" 1
 pingora lean "$BIN/bench-lean" "127.0.0.1:${PORT[lean]}" "127.0.0.1:$ECHO" 1
 pingora raw "$BIN/bench-raw" "127.0.0.1:${PORT[raw]}" "127.0.0.1:$ECHO"
 pingora hyper "$BIN/bench-hyper" "127.0.0.1:${PORT[hyper]}" "127.0.0.1:$ECHO"
@@ -188,11 +193,11 @@ start haproxy "$BENCH_TMP/haproxy.log" taskset -c 1 haproxy -db -f "$BENCH_TMP/h
 # Which processes each configuration's CPU is read from (NAME:PID, summed), and its URL.
 declare -A PIDS URL
 PIDS[direct]=""; URL[direct]="http://127.0.0.1:$ECHO/bench"
-for c in router-default router-nolog floor floor-mimalloc lean hyper raw nginx nginx-jsonlog haproxy; do
+for c in router-default router-nolog floor floor-mimalloc floor-ingress lean hyper raw nginx nginx-jsonlog haproxy; do
   URL[$c]="http://127.0.0.1:${PORT[$c]}/bench"
 done
 for c in edge-tls edge-tls-nolog nginx-tls chain chain-nolog; do URL[$c]="https://$HOST:${PORT[$c]}/bench"; done
-for c in router-default router-nolog floor floor-mimalloc lean hyper raw nginx haproxy edge-tls edge-tls-nolog; do
+for c in router-default router-nolog floor floor-mimalloc floor-ingress lean hyper raw nginx haproxy edge-tls edge-tls-nolog; do
   v="PID_${c//-/_}"; PIDS[$c]="$c:${!v}"
 done
 PIDS[nginx-jsonlog]=${PIDS[nginx]}; PIDS[nginx-tls]=${PIDS[nginx]}

@@ -8,7 +8,7 @@
 # background work (timers, the config source), so the summary subtracts each configuration's
 # smallest idle count (instructions.tsv keeps every raw count).
 #
-#   bench/instructions.sh [router-default] [router-nolog] [floor] [floor-mimalloc] [lean] [hyper] [raw]
+#   bench/instructions.sh [router-default] [router-nolog] [floor] [floor-mimalloc] [floor-ingress] [lean] [hyper] [raw]
 #   (default: the first three; the others are the prototypes of crates/bench-floor)
 #
 # Knobs: INSTR_REQUESTS=2000 INSTR_CONNS=8 RUNS=3 (rounds, interleaved; medians) BENCH_PORT_BASE.
@@ -49,6 +49,7 @@ measure() {
                        --admin-listen "127.0.0.1:$((PROXY + 100))" --log-format json --shutdown-delay 0s --no-access-log) ;;
     floor) cmd=("$BIN/bench-floor" "127.0.0.1:$PROXY" "127.0.0.1:$ECHO" 1) ;;
     floor-mimalloc) cmd=("$BIN/bench-floor-mimalloc" "127.0.0.1:$PROXY" "127.0.0.1:$ECHO" 1) ;;
+    floor-ingress) cmd=("$BIN/bench-floor-ingress" "127.0.0.1:$PROXY" "127.0.0.1:$ECHO" 1) ;;
     lean) cmd=("$BIN/bench-lean" "127.0.0.1:$PROXY" "127.0.0.1:$ECHO" 1) ;;
     hyper) cmd=("$BIN/bench-hyper" "127.0.0.1:$PROXY" "127.0.0.1:$ECHO") ;;
     raw) cmd=("$BIN/bench-raw" "127.0.0.1:$PROXY" "127.0.0.1:$ECHO") ;;
@@ -105,5 +106,5 @@ for c in sys.argv[2:]:
         print(f"| {c} | {statistics.median(v):,.0f} ({v[0]:,}–{v[-1]:,}) | {len(v)} |")
 PY
 } | tee "$RESULTS/summary.md"
-echo "per function: callgrind_annotate $RESULTS/callgrind.out.router-default.1 | head -60" >&2
+echo "per function: callgrind_annotate $RESULTS/callgrind.out.${configs[0]}.1 | head -60" >&2
 echo "results: $RESULTS" >&2

@@ -310,7 +310,8 @@ CPU_RATIOS = [
     ("chain", "nginx-tls"), ("chain-nolog", "nginx-tls"), ("chain", "edge-tls"),
     ("floor-mimalloc", "floor"), ("lean", "floor-mimalloc"), ("lean", "nginx"),
     ("lean", "nginx-jsonlog"), ("hyper", "nginx"), ("hyper", "lean"), ("raw", "nginx"),
-    ("raw", "lean"),
+    ("raw", "lean"), ("floor-ingress", "floor-mimalloc"), ("floor-ingress", "nginx"),
+    ("floor-ingress", "nginx-jsonlog"), ("router-nolog", "floor-ingress"),
 ]
 
 
@@ -540,7 +541,8 @@ def tls_summary(results):
     print("| load | ratio | CPU (medians) | instructions |")
     print("|---|---|---|---|")
     for l in loads:
-        for a, b in (("edge-ring", "nginx"), ("edge-aws", "nginx"), ("edge-aws", "edge-ring")):
+        for a, b in (("edge-ring", "nginx"), ("edge-aws", "nginx"), ("edge-aws", "edge-ring"),
+                     ("floor", "nginx"), ("edge-ring", "floor")):
             c = f"{med[(a, l)] / med[(b, l)]:.2f}" if (a, l) in med and (b, l) in med and med[(b, l)] else "–"
             i = f"{cg[(a, l)][3] / cg[(b, l)][3]:.2f}" if (a, l) in cg and (b, l) in cg and cg[(b, l)][3] else "–"
             if c != "–" or i != "–":
@@ -566,7 +568,9 @@ def rate_line(raw, config, run, pids):
 RATE_RATIOS = [("router-default", "nginx-jsonlog"), ("router-default", "nginx"),
                ("router-nolog", "nginx"), ("router-default", "haproxy"), ("floor", "nginx"),
                ("router-default", "floor"), ("lean", "floor-mimalloc"), ("lean", "nginx"),
-               ("hyper", "nginx"), ("raw", "nginx")]
+               ("hyper", "nginx"), ("raw", "nginx"), ("floor-mimalloc", "nginx-jsonlog"),
+               ("floor-ingress", "nginx-jsonlog"), ("floor-ingress", "floor-mimalloc"),
+               ("router-default", "floor-ingress")]
 
 
 def rate_summary(path):
@@ -588,11 +592,19 @@ def rate_summary(path):
                    f"{sum(int(r['late']) for r in runs)} |")
     pairs = [(a, b) for a, b in RATE_RATIOS if a in med and b in med]
     if pairs:
-        out += ["", "| ratio (medians) | p50 | **p99** | CPU µs/req |", "|---|---|---|---|"]
+        # Rounds are interleaved, so a round's configurations ran minutes apart at most: the
+        # paired comparison (in how many rounds a's p99 was above b's) is steadier than the
+        # ratio of medians on a noisy machine.
+        out += ["", "| ratio (medians) | p50 | **p99** | CPU µs/req | rounds with a's p99 > b's |",
+                "|---|---|---|---|---|"]
         for a, b in pairs:
             cpu = med[a]["us"] / med[b]["us"] if med[b]["us"] else float("nan")
+            pa = {r["run"]: int(r["p99_us"]) for r in by[a]}
+            pb = {r["run"]: int(r["p99_us"]) for r in by[b]}
+            both = [r for r in pa if r in pb]
+            above = sum(pa[r] > pb[r] for r in both)
             out.append(f"| {a} / {b} | {med[a]['p50'] / med[b]['p50']:.2f} | "
-                       f"**{med[a]['p99'] / med[b]['p99']:.2f}** | {cpu:.2f} |")
+                       f"**{med[a]['p99'] / med[b]['p99']:.2f}** | {cpu:.2f} | {above} of {len(both)} |")
     print("\n".join(out))
 
 

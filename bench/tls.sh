@@ -6,6 +6,8 @@
 #   edge-ring   $BIN/tls-edge (the shipped build) --threads 1, as shipped (tickets + cache on)
 #   edge-aws    $TLS_AWS_BIN (default $BIN/tls-edge-aws-lc-rs: `cargo build --release -p tls-edge
 #               --features aws-lc-rs`, copied there); skipped when missing
+#   floor       $BIN/bench-floor-tls: bare pingora-proxy behind pingora's own rustls listener with
+#               its defaults, the same certificate (a lower bound on pingora; not in the default set)
 #   nginx       worker_processes 1, the same ECDSA P-256 certificate, ssl_session_tickets on,
 #               ssl_session_cache shared:SSL:10m, proxying to the same echo backend
 # Loads (TLS_LOADS): new13 new12 resumed13 resumed12 — `openssl s_time -new|-reuse -tls1_x
@@ -43,8 +45,8 @@ read -ra LOADS <<<"$TLS_LOADS"
 
 B=$BENCH_PORT_BASE
 ECHO=$((B + 5))
-declare -A PORT=([edge-ring]=$((B + 80)) [edge-aws]=$((B + 81)) [nginx]=$((B + 82)))
-declare -A BINARY=([edge-ring]=$BIN/tls-edge [edge-aws]=$TLS_AWS_BIN)
+declare -A PORT=([edge-ring]=$((B + 80)) [edge-aws]=$((B + 81)) [nginx]=$((B + 82)) [floor]=$((B + 83)))
+declare -A BINARY=([edge-ring]=$BIN/tls-edge [edge-aws]=$TLS_AWS_BIN [floor]=$BIN/bench-floor-tls)
 for p in $ECHO "${PORT[@]}"; do
   port_free "$p" || { echo "bench: port $p busy (set BENCH_PORT_BASE)" >&2; exit 1; }
 done
@@ -122,6 +124,10 @@ start_server() {
     nginx_conf "$([[ $# -gt 0 ]] && echo off || echo on)" "${PORT[nginx]}" >"$BENCH_TMP/nginx/nginx.conf"
     start "$name" "$BENCH_TMP/nginx/stderr.log" taskset -c 1 "$@" nginx -p "$BENCH_TMP/nginx" \
       -c "$BENCH_TMP/nginx/nginx.conf" -e "$BENCH_TMP/nginx/error-${PORT[nginx]}.log"
+  elif [[ $name == floor ]]; then
+    start "$name" /dev/null taskset -c 1 "$@" "$BIN/bench-floor-tls" "127.0.0.1:${PORT[floor]}" \
+      "127.0.0.1:$((PORT[floor] + 10))" "127.0.0.1:$ECHO" "$BENCH_TMP/certs/tls.crt" "$BENCH_TMP/certs/tls.key"
+    PINGORA_PIDS+=("${BENCH_PIDS[-1]}")
   else
     # shellcheck disable=SC2046  # the command line is words
     start "$name" /dev/null taskset -c 1 "$@" $(edge_cmd "$name")

@@ -4,6 +4,12 @@
 //!
 //! - [`Floor`]: a bare pingora-proxy `ProxyHttp` to one fixed upstream (`bench-floor`, and
 //!   `bench-floor-mimalloc`: the same with the allocator the tiers use).
+//! - [`IngressFloor`]: the floor plus the per-request work no ingress-nginx-compatible proxy can
+//!   skip, done through pingora's own API — the forwarded headers and request id ingress-nginx
+//!   sends, and upstream timeouts (`bench-floor-ingress`): a lower bound for the router on
+//!   pingora-proxy.
+//! - `bench-floor-tls`: the floor behind pingora's own rustls listener with its defaults, a lower
+//!   bound for a TLS connection and a TLS request on pingora.
 //! - [`Lean`]: the same proxying written directly on pingora-core's HTTP/1.1 session and
 //!   connection-pool APIs, one request at a time in one task, without pingora-proxy's
 //!   duplex machinery (`bench-lean`).
@@ -12,10 +18,12 @@
 //!   proxy costs here.
 #![forbid(unsafe_code)]
 
+use std::cell::RefCell;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
@@ -25,6 +33,7 @@ use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::{Server, ShutdownWatch};
 use pingora_core::services::listening::Service;
 use pingora_core::upstreams::peer::HttpPeer;
+use pingora_http::RequestHeader;
 use pingora_proxy::{ProxyHttp, Session, http_proxy_service};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -104,18 +113,159 @@ impl ProxyHttp for Floor {
     }
 }
 
-/// Runs [`Floor`] until SIGINT.
-pub fn run_floor(name: &str, args: Args) {
+/// A TLS listener: address, certificate and key (PEM files).
+pub struct TlsListen<'a> {
+    pub addr: &'a str,
+    pub cert: &'a str,
+    pub key: &'a str,
+}
+
+/// Serves `proxy` with pingora-proxy on `args.listen` (plain HTTP) and, when given, on a TLS
+/// listener of pingora's own (rustls, its defaults) until SIGINT.
+fn run_proxy<P>(name: &str, args: &Args, proxy: P, tls: Option<TlsListen<'_>>) -> ExitCode
+where
+    P: ProxyHttp + Send + Sync + 'static,
+    P::CTX: Send + Sync,
+{
     let mut server = server(name, args.threads);
-    let mut service = http_proxy_service(
-        &server.configuration,
-        Floor {
-            upstream: args.upstream,
-        },
-    );
+    let mut service = http_proxy_service(&server.configuration, proxy);
     service.add_tcp(&args.listen);
+    if let Some(tls) = tls
+        && let Err(e) = service.add_tls(tls.addr, tls.cert, tls.key)
+    {
+        eprintln!("{name}: TLS listener {}: {e}", tls.addr);
+        return ExitCode::FAILURE;
+    }
     server.add_service(service);
     server.run_forever();
+}
+
+/// Runs [`Floor`] until SIGINT, also behind TLS when `tls` is given.
+pub fn run_floor(name: &str, args: Args, tls: Option<TlsListen<'_>>) -> ExitCode {
+    let floor = Floor {
+        upstream: args.upstream,
+    };
+    run_proxy(name, &args, floor, tls)
+}
+
+/// The timeouts the router sets on every upstream attempt by default (connect 5 s, each read and
+/// write 60 s, idle pooled connections 60 s), as ingress-nginx sets `proxy_*_timeout`.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const IO_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// [`Floor`] plus the per-request work an ingress-nginx-compatible proxy cannot skip, written
+/// the cheapest way pingora-proxy's API allows: upstream timeouts, and the headers ingress-nginx
+/// sends upstream — `X-Request-ID` (new), `X-Real-IP`, `X-Forwarded-For`, `X-Forwarded-Host`,
+/// `X-Forwarded-Port`, `X-Forwarded-Proto` — with every value that can be made once made once.
+/// No routing, no metrics, no log, no checks: a lower bound for the router, not a proxy to ship.
+pub struct IngressFloor {
+    pub upstream: SocketAddr,
+}
+
+/// The request id as ingress-nginx makes it (`$req_id`: 16 random bytes, hex).
+fn new_request_id() -> http::HeaderValue {
+    let mut buf = [0u8; uuid::fmt::Simple::LENGTH];
+    let id = uuid::Uuid::new_v4().simple().encode_lower(&mut buf);
+    http::HeaderValue::from_str(id).unwrap_or_else(|_| http::HeaderValue::from_static("-"))
+}
+
+thread_local! {
+    /// The last client address formatted on this worker, and its value (a client sends many
+    /// requests).
+    static LAST_PEER: RefCell<Option<(IpAddr, http::HeaderValue)>> = const { RefCell::new(None) };
+    /// The same for the listener's port.
+    static LAST_PORT: RefCell<Option<(u16, http::HeaderValue)>> = const { RefCell::new(None) };
+}
+
+fn peer_value(ip: IpAddr) -> http::HeaderValue {
+    LAST_PEER.with_borrow_mut(|last| match last {
+        Some((cached, v)) if *cached == ip => v.clone(),
+        _ => {
+            let v = http::HeaderValue::from_str(&ip.to_string())
+                .unwrap_or_else(|_| http::HeaderValue::from_static(""));
+            *last = Some((ip, v.clone()));
+            v
+        }
+    })
+}
+
+fn port_value(port: u16) -> http::HeaderValue {
+    LAST_PORT.with_borrow_mut(|last| match last {
+        Some((cached, v)) if *cached == port => v.clone(),
+        _ => {
+            let v = http::HeaderValue::from(port);
+            *last = Some((port, v.clone()));
+            v
+        }
+    })
+}
+
+/// Sets the ingress-nginx header set on `req` (the client is `peer`, the listener's port
+/// `port`, plain HTTP).
+pub fn set_ingress_headers(
+    req: &mut RequestHeader,
+    peer: IpAddr,
+    port: u16,
+) -> pingora_core::Result<()> {
+    let peer = peer_value(peer);
+    let host = req.headers.get(http::header::HOST).cloned();
+    req.insert_header("x-request-id", new_request_id())?;
+    req.insert_header("x-real-ip", peer.clone())?;
+    req.insert_header("x-forwarded-for", peer)?;
+    match host {
+        Some(h) => req.insert_header("x-forwarded-host", h)?,
+        None => {
+            req.remove_header("x-forwarded-host");
+        }
+    }
+    req.insert_header("x-forwarded-port", port_value(port))?;
+    req.insert_header("x-forwarded-proto", http::HeaderValue::from_static("http"))
+}
+
+#[async_trait]
+impl ProxyHttp for IngressFloor {
+    type CTX = ();
+
+    fn new_ctx(&self) -> Self::CTX {}
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut (),
+    ) -> pingora_core::Result<Box<HttpPeer>> {
+        let mut peer = HttpPeer::new(self.upstream, false, String::new());
+        let o = &mut peer.options;
+        o.connection_timeout = Some(CONNECT_TIMEOUT);
+        o.read_timeout = Some(IO_TIMEOUT);
+        o.write_timeout = Some(IO_TIMEOUT);
+        o.idle_timeout = Some(IO_TIMEOUT);
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        _ctx: &mut (),
+    ) -> pingora_core::Result<()> {
+        let inet = |a: Option<&pingora_core::protocols::l4::socket::SocketAddr>| {
+            a.and_then(|a| a.as_inet()).copied()
+        };
+        let (Some(client), Some(server)) =
+            (inet(session.client_addr()), inet(session.server_addr()))
+        else {
+            return Ok(());
+        };
+        set_ingress_headers(upstream_request, client.ip(), server.port())
+    }
+}
+
+/// Runs [`IngressFloor`] until SIGINT.
+pub fn run_ingress_floor(name: &str, args: Args) -> ExitCode {
+    let floor = IngressFloor {
+        upstream: args.upstream,
+    };
+    run_proxy(name, &args, floor, None)
 }
 
 /// The lean prototype: one HTTP/1.1 request at a time on pingora-core's server session, the
@@ -227,5 +377,44 @@ where
             eprintln!("{name}: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ingress_headers_replace_what_the_client_sent() {
+        let mut req = RequestHeader::build("GET", b"/x", None).unwrap();
+        req.insert_header("Host", "a.example").unwrap();
+        req.insert_header("X-Forwarded-For", "6.6.6.6").unwrap();
+        req.insert_header("X-Real-IP", "6.6.6.6").unwrap();
+        let peer: IpAddr = "10.1.2.3".parse().unwrap();
+        set_ingress_headers(&mut req, peer, 8080).unwrap();
+        let h = &req.headers;
+        assert_eq!(h["x-real-ip"], "10.1.2.3");
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(h["x-forwarded-for"], "10.1.2.3");
+        assert_eq!(h["x-forwarded-host"], "a.example");
+        assert_eq!(h["x-forwarded-port"], "8080");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        let id = h["x-request-id"].as_bytes().to_vec();
+        assert_eq!(id.len(), 32);
+        assert!(id.iter().all(u8::is_ascii_hexdigit));
+        // The cached values follow a change of client and port.
+        set_ingress_headers(&mut req, "::1".parse().unwrap(), 80).unwrap();
+        assert_eq!(req.headers["x-real-ip"], "::1");
+        assert_eq!(req.headers["x-forwarded-port"], "80");
+        assert_ne!(req.headers["x-request-id"].as_bytes(), &id[..]);
+    }
+
+    #[test]
+    fn no_host_no_forwarded_host() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.insert_header("X-Forwarded-Host", "evil.example")
+            .unwrap();
+        set_ingress_headers(&mut req, "10.0.0.1".parse().unwrap(), 80).unwrap();
+        assert!(req.headers.get("x-forwarded-host").is_none());
     }
 }

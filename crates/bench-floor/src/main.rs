@@ -8,6 +8,5 @@ fn main() -> std::process::ExitCode {
     let Some(args) = bench_floor::Args::from_env("bench-floor") else {
         return std::process::ExitCode::from(2);
     };
-    bench_floor::run_floor("bench-floor", args);
-    std::process::ExitCode::SUCCESS
+    bench_floor::run_floor("bench-floor", args, None)
 }
