@@ -18,7 +18,6 @@
 //!   proxy costs here.
 #![forbid(unsafe_code)]
 
-use std::cell::RefCell;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
@@ -35,6 +34,8 @@ use pingora_core::services::listening::Service;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_http::RequestHeader;
 use pingora_proxy::{ProxyHttp, Session, http_proxy_service};
+use proxy::forwarded;
+use proxy::proxy::request_id;
 use tokio::net::{TcpListener, TcpStream};
 
 /// Command line shared by the floors and prototypes: `LISTEN UPSTREAM [THREADS]` (one thread
@@ -162,44 +163,6 @@ pub struct IngressFloor {
     pub upstream: SocketAddr,
 }
 
-/// The request id as ingress-nginx makes it (`$req_id`: 16 random bytes, hex).
-fn new_request_id() -> http::HeaderValue {
-    let mut buf = [0u8; uuid::fmt::Simple::LENGTH];
-    let id = uuid::Uuid::new_v4().simple().encode_lower(&mut buf);
-    http::HeaderValue::from_str(id).unwrap_or_else(|_| http::HeaderValue::from_static("-"))
-}
-
-thread_local! {
-    /// The last client address formatted on this worker, and its value (a client sends many
-    /// requests).
-    static LAST_PEER: RefCell<Option<(IpAddr, http::HeaderValue)>> = const { RefCell::new(None) };
-    /// The same for the listener's port.
-    static LAST_PORT: RefCell<Option<(u16, http::HeaderValue)>> = const { RefCell::new(None) };
-}
-
-fn peer_value(ip: IpAddr) -> http::HeaderValue {
-    LAST_PEER.with_borrow_mut(|last| match last {
-        Some((cached, v)) if *cached == ip => v.clone(),
-        _ => {
-            let v = http::HeaderValue::from_str(&ip.to_string())
-                .unwrap_or_else(|_| http::HeaderValue::from_static(""));
-            *last = Some((ip, v.clone()));
-            v
-        }
-    })
-}
-
-fn port_value(port: u16) -> http::HeaderValue {
-    LAST_PORT.with_borrow_mut(|last| match last {
-        Some((cached, v)) if *cached == port => v.clone(),
-        _ => {
-            let v = http::HeaderValue::from(port);
-            *last = Some((port, v.clone()));
-            v
-        }
-    })
-}
-
 /// Sets the ingress-nginx header set on `req` (the client is `peer`, the listener's port
 /// `port`, plain HTTP).
 pub fn set_ingress_headers(
@@ -207,9 +170,11 @@ pub fn set_ingress_headers(
     peer: IpAddr,
     port: u16,
 ) -> pingora_core::Result<()> {
-    let peer = peer_value(peer);
+    // tandem's own value makers: a new random id (32 hex digits, like ingress-nginx's
+    // `$req_id`), and address and port formatted once per worker while they stay the same.
+    let peer = forwarded::ip_value(peer);
     let host = req.headers.get(http::header::HOST).cloned();
-    req.insert_header("x-request-id", new_request_id())?;
+    req.insert_header("x-request-id", request_id(None))?;
     req.insert_header("x-real-ip", peer.clone())?;
     req.insert_header("x-forwarded-for", peer)?;
     match host {
@@ -218,7 +183,7 @@ pub fn set_ingress_headers(
             req.remove_header("x-forwarded-host");
         }
     }
-    req.insert_header("x-forwarded-port", port_value(port))?;
+    req.insert_header("x-forwarded-port", forwarded::port_value(port))?;
     req.insert_header("x-forwarded-proto", http::HeaderValue::from_static("http"))
 }
 

@@ -235,7 +235,7 @@ thread_local! {
 }
 
 /// An address as a header value, formatted once per worker while it stays the same.
-fn ip_value(ip: IpAddr) -> HeaderValue {
+pub fn ip_value(ip: IpAddr) -> HeaderValue {
     LAST_IP.with_borrow_mut(|last| match last {
         Some((cached, v)) if *cached == ip => v.clone(),
         _ => {
@@ -248,7 +248,7 @@ fn ip_value(ip: IpAddr) -> HeaderValue {
 }
 
 /// A port as a header value, formatted once per worker while it stays the same.
-fn port_value(port: u16) -> HeaderValue {
+pub fn port_value(port: u16) -> HeaderValue {
     LAST_PORT.with_borrow_mut(|last| match last {
         Some((cached, v)) if *cached == port => v.clone(),
         _ => {

@@ -130,9 +130,10 @@ pub struct CommonArgs {
     #[arg(long)]
     pub no_request_metrics: bool,
 
-    /// Protocol spoken to backends (default: http1 on the router; h2c on the edge, whose backend
-    /// is normally the router — measured faster, see BENCHMARKS.md; set http1 when an edge
-    /// Ingress names a backend that does not speak h2c).
+    /// Protocol spoken to every backend whose Ingress has no `backend-protocol` annotation
+    /// (default: each Service port's `appProtocol` decides — `kubernetes.io/h2c` is h2c, anything
+    /// else HTTP/1.1; h2c toward the router measured faster, see BENCHMARKS.md). WebSocket
+    /// upgrades always use HTTP/1.1.
     #[arg(long, value_enum)]
     pub upstream_protocol: Option<UpstreamProtocol>,
 

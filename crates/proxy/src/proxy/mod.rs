@@ -30,7 +30,7 @@ use k8s_sync::{BackendProtocol, Tier};
 
 pub use context::RequestCtx;
 pub use in_flight::{InFlight, InFlightGuard};
-pub use request_id::REQUEST_ID;
+pub use request_id::{REQUEST_ID, request_id};
 
 use crate::backend::Pick;
 use crate::forwarded::{self, Hop, TrustedProxies};
